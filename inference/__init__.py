@@ -1,0 +1,1 @@
+"""Inference and learning algorithms for the SBN (Gibbs/MCMC, wake-sleep and RWS, mean field)."""

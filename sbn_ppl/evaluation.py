@@ -1,0 +1,216 @@
+"""The common yardstick: exact enumeration on small nets, importance sampling with a guide.
+
+* :func:`exact_log_likelihood`, :func:`posterior_marginals`, :func:`exact_kl`: sums over
+  all ``2^H`` hidden states (``H <= MAX_EXACT_HIDDEN``), chunked so memory stays bounded.
+  ``log p(x | h)`` for all data points and states at once uses
+  ``sum_d [x_d a_d - softplus(a_d)] = x . a(h) - sum_d softplus(a_d(h))``: a matrix product
+  plus one softplus per state, never one per (data point, state).
+* :func:`importance_log_likelihood`: ``log (1/K) sum_k p(x, h_k) / q(h_k | x)``, ``h_k ~ q``,
+  a stochastic lower bound on ``log p(x)`` in expectation, batched over particles and data.
+* :func:`score`: one entry point for every estimator (``exact``, ``is``, ``ais``).
+"""
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+from . import density
+from .params import SBNParams
+
+MAX_EXACT_HIDDEN = 20
+_ELEMENTS_PER_CHUNK = 1 << 22  # bound on the largest temporary array, in float64 elements
+
+
+class LogLikelihood(NamedTuple):
+    """Per-data-point estimates of ``log p(x_n)`` in nats, with their Monte Carlo standard errors."""
+
+    per_point: np.ndarray
+    stderr: np.ndarray
+    estimator: str
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.per_point))
+
+    @property
+    def mean_stderr(self) -> float:
+        """Standard error of :attr:`mean` from the estimator's own randomness (0 when exact)."""
+        return float(np.sqrt(np.sum(self.stderr**2)) / len(self.per_point))
+
+
+def check_exact_feasible(params: SBNParams) -> None:
+    h = params.architecture.num_hidden
+    if h > MAX_EXACT_HIDDEN:
+        raise ValueError(
+            f"exact enumeration needs at most {MAX_EXACT_HIDDEN} hidden units in total; "
+            f"architecture {params.architecture} has {h} (use importance sampling or AIS instead)"
+        )
+
+
+def hidden_states(params: SBNParams, chunk: int) -> Iterator[list[np.ndarray]]:
+    """All ``2^H`` hidden configurations, ``chunk`` at a time, as per-layer arrays ``(C, n_l)``."""
+    check_exact_feasible(params)
+    sizes = params.architecture.hidden_sizes
+    total = sum(sizes)
+    bit = np.arange(total, dtype=np.int64)
+    bounds = np.cumsum((0,) + sizes)
+    for start in range(0, 1 << total, chunk):
+        idx = np.arange(start, min(start + chunk, 1 << total), dtype=np.int64)
+        bits = ((idx[:, None] >> bit) & 1).astype(np.float64)
+        yield [bits[:, bounds[i] : bounds[i + 1]] for i in range(len(sizes))]
+
+
+def _joint_grid(params: SBNParams, x: np.ndarray, hidden: list[np.ndarray]) -> np.ndarray:
+    """``log p(x_n, h_c)`` for every data point n and state c: ``(N, C)``."""
+    layers = [None] + hidden
+    prior = sum(
+        density.bernoulli_log_prob(layers[l], density.preactivation(params, layers, l)).sum(-1)
+        for l in range(1, len(layers))
+    )
+    a0 = np.broadcast_to(density.preactivation(params, layers, 0), (hidden[0].shape[0], x.shape[1]))
+    return prior[None, :] + x @ a0.T - density.softplus(a0).sum(-1)[None, :]
+
+
+def _chunk_size(params: SBNParams, n_data: int) -> int:
+    width = max(params.architecture.sizes)
+    return int(max(1, min(1 << params.architecture.num_hidden, _ELEMENTS_PER_CHUNK // max(n_data * width, 1))))
+
+
+def _as_data(params: SBNParams, x: np.ndarray) -> np.ndarray:
+    from .data import validate_binary
+
+    return validate_binary(x, width=params.architecture.visible_size, name="x").astype(np.float64)
+
+
+def _enumerate(params: SBNParams, x: np.ndarray, marginals: bool):
+    """One pass over all states: ``log p(x)`` and, if asked, ``E[h | x]`` (running log-sum-exp)."""
+    x = _as_data(params, x)
+    n = x.shape[0]
+    log_max = np.full(n, -np.inf)
+    total = np.zeros(n)
+    acc = np.zeros((n, params.architecture.num_hidden)) if marginals else None
+    for hidden in hidden_states(params, _chunk_size(params, n)):
+        lj = _joint_grid(params, x, hidden)
+        new_max = np.maximum(log_max, lj.max(1))
+        rescale = np.exp(log_max - new_max)
+        w = np.exp(lj - new_max[:, None])
+        total = total * rescale + w.sum(1)
+        if marginals:
+            acc = acc * rescale[:, None] + w @ np.concatenate(hidden, axis=1)
+        log_max = new_max
+    log_px = log_max + np.log(total)
+    return log_px, (acc / total[:, None] if marginals else None)
+
+
+def exact_log_likelihood(params: SBNParams, x: np.ndarray) -> np.ndarray:
+    """Exact ``log p(x_n)`` for every row of ``x``, by enumerating the hidden states: ``(N,)``."""
+    return _enumerate(params, x, marginals=False)[0]
+
+
+def posterior_marginals(params: SBNParams, x: np.ndarray) -> list[np.ndarray]:
+    """Exact ``p(h_{l,i} = 1 | x_n)``: one ``(N, n_l)`` array per hidden layer ``l = 1..L``."""
+    _, m = _enumerate(params, x, marginals=True)
+    bounds = np.cumsum((0,) + params.architecture.hidden_sizes)
+    return [m[:, bounds[i] : bounds[i + 1]] for i in range(params.architecture.num_layers)]
+
+
+def posterior_probabilities(params: SBNParams, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The whole posterior table ``p(h | x_n)`` over all ``2^H`` states (small nets only):
+    ``(N, 2^H)`` probabilities and the states as per-layer ``(2^H, n_l)`` arrays."""
+    x = _as_data(params, x)
+    (hidden,) = list(hidden_states(params, 1 << params.architecture.num_hidden))
+    lj = _joint_grid(params, x, hidden)
+    return np.exp(lj - np.logaddexp.reduce(lj, axis=1, keepdims=True)), hidden
+
+
+class KL(NamedTuple):
+    """Exact divergences between a guide and the true posterior, per data point (nats)."""
+
+    q_p: np.ndarray  # KL(q(h|x) || p(h|x))
+    p_q: np.ndarray  # KL(p(h|x) || q(h|x))
+    elbo: np.ndarray  # E_q[log p(x, h) - log q(h|x)] = log p(x) - KL(q||p)
+    log_likelihood: np.ndarray
+
+
+def exact_kl(params: SBNParams, guide: str, x: np.ndarray) -> KL:
+    """``KL(q||p)``, ``KL(p||q)`` and the exact ELBO of a named guide, by enumeration."""
+    density.check_guide(params, guide)
+    x = _as_data(params, x)
+    log_px = exact_log_likelihood(params, x)
+    n = x.shape[0]
+    kl_qp, kl_pq = np.zeros(n), np.zeros(n)
+    for hidden in hidden_states(params, _chunk_size(params, n)):
+        log_post = _joint_grid(params, x, hidden) - log_px[:, None]
+        log_q = density.guide_log_prob(params, guide, [x[:, None, :]] + [h[None] for h in hidden])
+        q, p = np.exp(log_q), np.exp(log_post)
+        kl_qp += np.sum(np.where(q > 0, q * (log_q - log_post), 0.0), axis=1)
+        kl_pq += np.sum(np.where(p > 0, p * (log_post - log_q), 0.0), axis=1)
+    return KL(kl_qp, kl_pq, log_px - kl_qp, log_px)
+
+
+def importance_log_likelihood(
+    params: SBNParams,
+    x: np.ndarray,
+    guide: str = "recognition",
+    num_particles: int = 1000,
+    seed: int = 0,
+) -> LogLikelihood:
+    """``log (1/K) sum_k p(x, h_k) / q(h_k | x)`` with ``h_k ~ q(. | x)``, per data point.
+
+    Batched over data points and particles so the largest temporary holds about
+    ``2^22`` numbers whatever K is. The standard error is the delta-method one,
+    ``sd(w) / (sqrt(K) mean(w))``, computed from the same weights in log space.
+    """
+    if num_particles < 1:
+        raise ValueError(f"the number of importance samples must be at least 1, got {num_particles}")
+    density.check_guide(params, guide)
+    x = _as_data(params, x)
+    rng = np.random.default_rng(seed)
+    width = max(params.architecture.sizes)
+    n_chunk = max(1, min(x.shape[0], _ELEMENTS_PER_CHUNK // width))
+    k_chunk = max(1, min(num_particles, _ELEMENTS_PER_CHUNK // (n_chunk * width)))
+    estimates, errors = [], []
+    for start in range(0, x.shape[0], n_chunk):
+        xb = x[start : start + n_chunk]
+        log_max = np.full(xb.shape[0], -np.inf)
+        s1, s2 = np.zeros(xb.shape[0]), np.zeros(xb.shape[0])
+        for k0 in range(0, num_particles, k_chunk):
+            layers = density.sample_guide(params, guide, xb, min(k_chunk, num_particles - k0), rng)
+            log_w = density.log_joint(params, layers) - density.guide_log_prob(params, guide, layers)
+            new_max = np.maximum(log_max, log_w.max(0))
+            r = np.exp(log_max - new_max)
+            w = np.exp(log_w - new_max)
+            s1, s2 = s1 * r + w.sum(0), s2 * r**2 + (w**2).sum(0)
+            log_max = new_max
+        mean_w = s1 / num_particles
+        var_w = np.maximum(s2 / num_particles - mean_w**2, 0.0)
+        estimates.append(log_max + np.log(mean_w))
+        errors.append(np.sqrt(var_w / num_particles) / mean_w)
+    return LogLikelihood(np.concatenate(estimates), np.concatenate(errors), f"is(K={num_particles},{guide})")
+
+
+ESTIMATORS = ("exact", "is", "ais")
+
+
+def score(
+    params: SBNParams,
+    x: np.ndarray,
+    estimator: str = "exact",
+    *,
+    num_particles: int = 1000,
+    guide: str = "recognition",
+    seed: int = 0,
+    **ais_options,
+) -> LogLikelihood:
+    """Estimate ``log p(x_n)`` with the named estimator (``exact``, ``is`` or ``ais``)."""
+    if estimator == "exact":
+        ll = exact_log_likelihood(params, x)
+        return LogLikelihood(ll, np.zeros_like(ll), "exact")
+    if estimator == "is":
+        return importance_log_likelihood(params, x, guide, num_particles, seed)
+    if estimator == "ais":
+        from sbn_ppl.inference.ais import ais_log_likelihood  # the guide-free yardstick
+
+        return ais_log_likelihood(params, x, seed=seed, **ais_options)
+    raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
