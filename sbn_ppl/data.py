@@ -2,8 +2,8 @@
 
 * ``digits``: scikit-learn's built-in 8x8 digits (1,797 images, pixel values 0..16),
   binarised as ``pixel >= DIGITS_THRESHOLD`` (8, half the range): 64 visible units.
-  Fixed split: a permutation with ``numpy.random.default_rng(0)``; the first 1,437 images
-  train, the last 360 test. No download.
+  Fixed split: a permutation with ``numpy.random.default_rng(0)``; the first 1,438 images
+  train, the last 359 test. No download.
 * ``synthetic:<arch>:<seed>``: samples from a teacher SBN initialised with
   ``SBNParams.init(arch, seed, scale=SYNTHETIC_SCALE)`` (biases drawn too), 1,000 train and
   500 test points, drawn with ``default_rng(seed + 1)``. The teacher comes with the data,
@@ -69,7 +69,7 @@ def validate_binary(x, width: int | None = None, name: str = "data") -> np.ndarr
     if len(bad):
         r, c = bad[0]
         raise ValueError(
-            f"{name}: non-binary value {x[r, c]!r} at row {r}, column {c} "
+            f"{name}: non-binary value {float(x[r, c]):g} at row {r}, column {c} "
             f"({len(bad)} values not 0 or 1); binarise the data first"
         )
     if width is not None and x.shape[1] != width:
