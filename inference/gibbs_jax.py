@@ -51,6 +51,10 @@ class GibbsInfo(NamedTuple):
     flip_rate: jax.Array
 
 
+def _as_jax(params: SBNParams) -> SBNParams:
+    return jax.tree_util.tree_map(jnp.asarray, params)
+
+
 def _layers(x, hidden):
     batch = hidden[0].shape[:-1]
     return [jnp.broadcast_to(x, batch + x.shape[-1:]).astype(hidden[0].dtype)] + list(hidden)
@@ -120,6 +124,7 @@ def step(rng_key, state: GibbsState, params: SBNParams, x, beta=1.0):
     :param beta: inverse temperature on the likelihood ``log p(x | h)`` (1: the posterior).
     :returns: ``(new state, GibbsInfo)``.
     """
+    params = _as_jax(params)
     arch = params.architecture
     batch = state.hidden[0].shape[:-1]
     layers = [v.reshape((-1, v.shape[-1])) for v in _layers(jnp.asarray(x), state.hidden)]
@@ -140,6 +145,7 @@ def step(rng_key, state: GibbsState, params: SBNParams, x, beta=1.0):
 
 def sample_prior(rng_key, params: SBNParams, batch_shape) -> GibbsState:
     """Hidden layers drawn ancestrally from the prior ``p(h)``, each ``(*batch_shape, n_l)``."""
+    params = _as_jax(params)
     arch = params.architecture
     batch_shape = tuple(batch_shape)
     layers: list = [None] * (arch.num_layers + 1)
@@ -165,6 +171,7 @@ def conditional_logits(params: SBNParams, x, hidden, beta=1.0) -> list:
     """``logit p(h_{l,k} = 1 | all other units, x)`` for every hidden unit at the state
     ``hidden`` (tempered by ``beta``), one ``(*batch, n_l)`` array per hidden layer. The
     same arithmetic as :func:`step`, for all units at once (no unit is changed)."""
+    params = _as_jax(params)
     arch = params.architecture
     layers = _layers(jnp.asarray(x), tuple(hidden))
     a = _preactivations(params, layers)

@@ -16,6 +16,7 @@ tempers the likelihood terms ``log p(x | h)`` only (AIS).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import pyro
@@ -87,7 +88,7 @@ def _sweep_layer(p, l, layers, a, sp, noise, beta):
     weights = [p.theta[f"W_{l}_{c}"] for c in kids]
     coefs = [beta if c == 0 else 1.0 for c in kids]
     a_own = a[l].t().contiguous()  # (n_l, B), fixed while the layer is swept
-    h_t = layers[l].t().contiguous()
+    h_t = layers[l].t().clone(memory_format=torch.contiguous_format)  # a copy: the caller's state is kept
     a_kids = [a[c].clone() for c in kids]
     sp_kids = [sp[c].clone() for c in kids]
     for k in range(arch.sizes[l]):
@@ -106,12 +107,29 @@ def _sweep_layer(p, l, layers, a, sp, noise, beta):
     return h_t.t()
 
 
+_PARALLEL_ELEMENTS = 1 << 16  # below this many elements per child array, one thread is faster
+
+
+@contextmanager
+def threads_for(elements: int):
+    """One intra-op thread while the arrays are small (``elements``: the largest one's size):
+    a sweep is a long chain of small ops, and a thread pool woken for each (and left
+    spinning after it) costs more than the op: 5-10x slower on a busy 2-core CPU."""
+    before = torch.get_num_threads()
+    if elements < _PARALLEL_ELEMENTS and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def _logistic(generator, shape):
     u = torch.rand(shape, generator=generator).clamp_(1e-7, 1.0 - 1e-7)
     return torch.log(u) - torch.log1p(-u)
 
 
-@torch.no_grad()
 def step(generator: torch.Generator, state: GibbsState, params, x, beta: float = 1.0):
     """One Gibbs sweep over all hidden units of ``p(h | x)`` (tempered: ``p(h) p(x|h)^beta``).
 
@@ -123,6 +141,12 @@ def step(generator: torch.Generator, state: GibbsState, params, x, beta: float =
     :returns: ``(new state, GibbsInfo)``.
     """
     p = as_torch(params)
+    rows = state.hidden[0].numel() // state.hidden[0].shape[-1]
+    with torch.no_grad(), threads_for(rows * max(p.architecture.sizes)):
+        return _step(generator, state, p, x, beta)
+
+
+def _step(generator, state, p, x, beta):
     arch = p.architecture
     batch = state.hidden[0].shape[:-1]
     layers = [v.reshape(-1, v.shape[-1]) for v in _layers(torch.as_tensor(x), state.hidden)]
