@@ -40,7 +40,7 @@ from sbn_ppl.params import SBNParams, mean_field_keys
 BASELINES = ("none", "decaying", "nvil")
 OPTIMIZERS = ("adam", "sgd")
 DEFAULTS = {"amortised": True, "lr": 3e-3, "batch_size": 100, "baseline": "nvil", "num_particles": 1,
-            "optimizer": "adam"}
+            "optimizer": "adam", "jit": False}
 NVIL_HIDDEN = 100  # Mnih & Gregor 2014: one hidden layer of 100 tanh units
 DECAY = 0.9  # Pyro's default baseline_beta
 
@@ -178,6 +178,8 @@ def _own_rng(state: MeanFieldSVIState):
 def init(params: SBNParams, train, seed: int = 0, **options) -> MeanFieldSVIState:
     """Set up ``SVI(model, guide, optimizer, TraceGraph_ELBO(num_particles))`` for ``train`` ``(N, D)``."""
     opts = _check_options({**DEFAULTS, **options})
+    # pyro.param wraps the initial arrays without copying and Adam updates in place: give it copies
+    params = SBNParams({k: np.array(v) for k, v in params.items()}, params.architecture.connectivity)
     x = torch.as_tensor(np.asarray(train), dtype=torch.get_default_dtype())
     if opts["amortised"]:
         if not params.has_guide("mean_field"):
@@ -190,9 +192,20 @@ def init(params: SBNParams, train, seed: int = 0, **options) -> MeanFieldSVIStat
     pyro.set_rng_seed(seed)
     net = NVILBaseline(params.architecture, seed=seed) if opts["baseline"] == "nvil" else None
     optim = (pyro.optim.Adam if opts["optimizer"] == "adam" else pyro.optim.SGD)({"lr": opts["lr"]})
-    elbo = pyro.infer.TraceGraph_ELBO(num_particles=opts["num_particles"], max_plate_nesting=2)
-    svi = pyro.infer.SVI(_model, with_baselines(guide, opts["baseline"], net), optim, elbo)
-    state = MeanFieldSVIState(params, x, svi, None, pyro.util.get_rng_state(), opts)
+    guide = with_baselines(guide, opts["baseline"], net)
+    if opts["jit"]:  # same estimator, compiled by torch.jit.trace: tensors only as arguments
+        batch = min(opts["batch_size"], x.shape[0])
+        kw = (lambda idx: {}) if opts["amortised"] else (lambda idx: {"subsample_size": batch, "subsample": idx})
+        model_fn = lambda x, idx=None: _model(params, x, **kw(idx))  # noqa: E731
+        guide_fn = lambda x, idx=None: guide(params, x, **kw(idx))  # noqa: E731
+        elbo = pyro.infer.JitTraceGraph_ELBO(num_particles=opts["num_particles"], max_plate_nesting=2,
+                                             ignore_jit_warnings=True)
+        svi = pyro.infer.SVI(model_fn, guide_fn, optim, elbo)
+    else:
+        elbo = pyro.infer.TraceGraph_ELBO(num_particles=opts["num_particles"], max_plate_nesting=2)
+        svi = pyro.infer.SVI(_model, guide, optim, elbo)
+    store = {"params": {}, "constraints": {}}  # this run's own param store (pyro ParamStoreDict.scope)
+    state = MeanFieldSVIState(params, x, svi, store, pyro.util.get_rng_state(), opts)
     pyro.util.set_rng_state(outer)
     return state
 
@@ -204,9 +217,13 @@ def run(state: MeanFieldSVIState, num_steps: int) -> tuple[MeanFieldSVIState, di
     with _own_rng(state):
         for _ in range(num_steps):
             idx = torch.randperm(n)[:batch]
+            jit = state.options["jit"]
             if state.options["amortised"]:  # the batch is the data: -loss = sum of the batch's ELBOs
-                total += state.svi.step(state.params, state.train.index_select(0, idx)) / batch
-            else:  # subsampled plate: -loss = (N / B) * sum of the batch's ELBOs
+                xb = state.train.index_select(0, idx)
+                total += (state.svi.step(xb) if jit else state.svi.step(state.params, xb)) / batch
+            elif jit:  # subsampled plate: -loss = (N / B) * sum of the batch's ELBOs
+                total += state.svi.step(state.train, idx) / n
+            else:
                 total += state.svi.step(state.params, state.train, subsample_size=batch, subsample=idx) / n
     return state, {"objective": -total / max(num_steps, 1)}
 
@@ -232,8 +249,8 @@ def mc_elbo(params: SBNParams, x, num_particles: int = 1000, seed: int = 0) -> t
     x = torch.as_tensor(np.asarray(x), dtype=torch.get_default_dtype())
     outer = pyro.util.get_rng_state()
     pyro.set_rng_seed(seed)
-    try:
-        with torch.no_grad(), pyro.plate("particles", num_particles, dim=-3):
+    try:  # in a fresh param store, so the values are those of `params`
+        with pyro.get_param_store().scope(), torch.no_grad(), pyro.plate("particles", num_particles, dim=-3):
             guide_tr = poutine.trace(pyro_sbn.mean_field_guide).get_trace(params, x)
             model_tr = poutine.trace(poutine.replay(pyro_sbn.model, trace=guide_tr)).get_trace(params, x)
     finally:
@@ -243,7 +260,7 @@ def mc_elbo(params: SBNParams, x, num_particles: int = 1000, seed: int = 0) -> t
                 for l in range(arch.num_layers + 1))  # log p(x_n, h_k): (K, N)
     log_w = log_w - sum(guide_tr.nodes[site_name(l)]["fn"].log_prob(guide_tr.nodes[site_name(l)]["value"]).sum(-1)
                         for l in range(1, arch.num_layers + 1))  # - log q(h_k | x_n)
-    log_w = log_w.double().numpy()
+    log_w = log_w.detach().double().numpy()
     return log_w.mean(0), log_w.std(0, ddof=1) / np.sqrt(num_particles)
 
 
@@ -260,19 +277,26 @@ def bound(state: MeanFieldSVIState, x, num_particles: int = 100, seed: int = 0) 
 
 class GradientMoments(NamedTuple):
     mean: dict[str, np.ndarray]  # E[g] per guide parameter (gradient of the ELBO, ascent direction)
-    total_variance: float  # sum over guide parameter elements of Var[g]
+    variance: dict[str, np.ndarray]  # Var[g] per element (ddof 1)
+
+    @property
+    def total_variance(self) -> float:
+        """``sum_j Var[g_j]`` over all guide parameter elements."""
+        return float(sum(v.sum() for v in self.variance.values()))
 
 
 def guide_gradient_moments(params: SBNParams, x, baseline: str = "none", *, num_samples: int = 200,
-                           warmup: int = 200, lr: float = 1e-2, seed: int = 0) -> GradientMoments:
+                           warmup: int = 200, lr: float = 1e-2, seed: int = 0, warmup_pool=None) -> GradientMoments:
     """Moments of the single-sample ``TraceGraph_ELBO`` gradient w.r.t. the amortised guide's parameters.
 
     All parameters stay at ``params``. First ``warmup`` evaluations adapt only the baseline
     (the decaying average updates itself; the NVIL net takes Adam steps on its own least-squares
     loss); then ``num_samples`` gradients of the ELBO of the batch ``x`` are collected.
+    ``warmup_pool``: warm up on random batches of ``len(x)`` rows of this data (as in training).
     """
     _check_choice("baseline", baseline, BASELINES)
     x = torch.as_tensor(np.asarray(x), dtype=torch.get_default_dtype())
+    pool = None if warmup_pool is None else torch.as_tensor(np.asarray(warmup_pool), dtype=x.dtype)
     outer = pyro.util.get_rng_state()
     pyro.set_rng_seed(seed)
     net = NVILBaseline(params.architecture, seed=seed) if baseline == "nvil" else None
@@ -283,11 +307,17 @@ def guide_gradient_moments(params: SBNParams, x, baseline: str = "none", *, num_
     try:
         with pyro.get_param_store().scope():
             opt = torch.optim.Adam(net.parameters(), lr=lr) if net is not None else None
+            frozen = {}
             for i in range(warmup + num_samples):
-                for p in pyro.get_param_store().values():
-                    p.grad = None
-                elbo.loss_and_grads(_model, guide, params, x)
                 store = pyro.get_param_store()
+                if i == warmup:  # the decaying average stays as warmed up while gradients are collected
+                    frozen = {k: store[k].detach().clone() for k in store.keys() if k.startswith("__baseline_avg")}
+                for k, v in frozen.items():
+                    store[k] = v
+                for p in store.values():
+                    p.grad = None
+                data = x if pool is None or i >= warmup else pool[torch.randperm(len(pool))[: len(x)]]
+                elbo.loss_and_grads(_model, guide, params, data)
                 if i >= warmup:
                     for k in keys:
                         samples[k].append(-store.get_param(k).grad.double().numpy().copy())  # ascent
@@ -296,8 +326,7 @@ def guide_gradient_moments(params: SBNParams, x, baseline: str = "none", *, num_
     finally:
         pyro.util.set_rng_state(outer)
     stacked = {k: np.stack(v) for k, v in samples.items()}
-    return GradientMoments({k: v.mean(0) for k, v in stacked.items()},
-                           float(sum(v.var(0, ddof=1).sum() for v in stacked.values())))
+    return GradientMoments({k: v.mean(0) for k, v in stacked.items()}, {k: v.var(0, ddof=1) for k, v in stacked.items()})
 
 
 # -- checks and the Method record ------------------------------------------------------------
@@ -321,7 +350,12 @@ def _check_options(opts: dict) -> dict:
             raise ValueError(f"{name} must be a positive integer, got {opts[name]!r}")
     _check_choice("baseline", opts["baseline"], BASELINES)
     _check_choice("optimizer", opts["optimizer"], OPTIMIZERS)
-    return {**opts, "amortised": bool(opts["amortised"]), "batch_size": int(opts["batch_size"]),
+    if not isinstance(opts["jit"], (bool, np.bool_)):
+        raise ValueError(f"jit must be True or False, got {opts['jit']!r}")
+    if opts["jit"] and opts["baseline"] == "decaying":
+        raise ValueError("jit=True cannot use baseline='decaying': Pyro's decaying average writes the param store "
+                         "inside the traced step, which torch.jit.trace does not replay; use 'nvil' or 'none'")
+    return {**opts, "amortised": bool(opts["amortised"]), "jit": bool(opts["jit"]), "batch_size": int(opts["batch_size"]),
             "num_particles": int(opts["num_particles"])}
 
 
