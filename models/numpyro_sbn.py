@@ -81,6 +81,18 @@ def mean_field_logits(phi: Mapping, x, layer: int):
     return phi[f"q_mf_b_{layer}"] + x @ phi[f"q_mf_W_0_{layer}"]
 
 
+class Bernoulli(dist.BernoulliLogits):
+    """NumPyro's ``Bernoulli(logits=a)`` with its log-probability in the softplus form.
+
+    numpyro 0.22's ``BernoulliLogits.log_prob`` differentiates ``max(a, 0)`` and ``|a|``
+    separately and so gives the gradient ``s`` instead of ``s - 1/2`` at ``a = 0`` exactly
+    (zero-initialised biases); ``-softplus(-(2 s - 1) a)`` is smooth everywhere.
+    """
+
+    def log_prob(self, value):
+        return bernoulli_log_prob(value, self.logits)
+
+
 # -- the NumPyro program -------------------------------------------------------------------
 
 
@@ -118,7 +130,7 @@ def model(params: SBNParams, x=None, *, num_samples: int | None = None, subsampl
                 obs = x if subsample_size is None else jnp.take(x, idx, axis=-2)
             with numpyro.plate(f"units_{site_name(l)}", arch.sizes[l], dim=-1):
                 a = preactivation(arch, theta, layers, l)
-                layers[l] = numpyro.sample(site_name(l), dist.Bernoulli(logits=a), obs=obs)
+                layers[l] = numpyro.sample(site_name(l), Bernoulli(logits=a), obs=obs)
     return layers
 
 
@@ -137,7 +149,7 @@ def _guide(params, x, num_samples, subsample_size, observations, logits_fn, keys
             layers[0] = x if subsample_size is None else jnp.take(x, idx, axis=-2)
         for l in range(1, arch.num_layers + 1):
             with numpyro.plate(f"units_{site_name(l)}", arch.sizes[l], dim=-1):
-                layers[l] = numpyro.sample(site_name(l), dist.Bernoulli(logits=logits_fn(arch, phi, layers, l)))
+                layers[l] = numpyro.sample(site_name(l), Bernoulli(logits=logits_fn(arch, phi, layers, l)))
     return layers
 
 

@@ -72,7 +72,8 @@ def _params(params: Mapping, keys: list[str]) -> dict[str, torch.Tensor]:
     missing = [k for k in keys if k not in params]
     if missing:
         raise ValueError(f"parameters lack {missing[:4]}{' ...' if len(missing) > 4 else ''}")
-    return {k: pyro.param(k, lambda k=k: torch.as_tensor(params[k], dtype=torch.get_default_dtype())) for k in keys}
+    # a copy: Pyro's optimisers update params in place, never the caller's SBNParams arrays
+    return {k: pyro.param(k, lambda k=k: torch.tensor(params[k], dtype=torch.get_default_dtype())) for k in keys}
 
 
 def _data_size(x, num_samples):

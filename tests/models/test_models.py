@@ -139,3 +139,27 @@ def test_stock_numpyro_discrete_hmc_gibbs_runs_on_the_model():
     s = mcmc.get_samples()
     assert s["h1"].shape == (100, 2, 3) and s["h2"].shape == (100, 2, 2)
     assert set(np.unique(np.asarray(s["h1"]))) <= {0.0, 1.0}
+
+
+def test_pyro_training_never_writes_into_the_callers_parameters():
+    params = SBNParams.init("6-4-3", seed=0)
+    before = {k: v.copy() for k, v in params.items()}
+    pyro.clear_param_store()
+    svi = pyro.infer.SVI(pyro_sbn.model, pyro_sbn.mean_field_guide, pyro.optim.Adam({"lr": 0.1}),
+                         pyro.infer.TraceGraph_ELBO())
+    svi.step(params, torch.as_tensor(all_binary(6)))
+    assert all(np.array_equal(params[k], before[k]) for k in params)
+    assert not np.array_equal(pyro_sbn.read_params(params)["W_1_0"], before["W_1_0"])
+
+
+def test_numpyro_model_gradient_is_right_at_zero_logits():
+    """d log p / d b = s - sigma(b): at b = 0 (the initial biases) that is s - 1/2."""
+    params = SBNParams.init("3-2", seed=0, guide=())
+    x = jnp.asarray([[1.0, 0.0, 1.0]])
+    h = {"h1": jnp.asarray([[1.0, 0.0]])}
+
+    def log_p(b1):
+        return log_density(numpyro_sbn.model, (params, x), {}, {**h, "b_1": b1})[0]
+
+    grad = jax.grad(log_p)(jnp.zeros(2))
+    np.testing.assert_allclose(np.asarray(grad), [0.5, -0.5], atol=1e-6)
