@@ -2,7 +2,7 @@
 
 The algorithm is one pure, jittable kernel ``rws_step(key, state, x, ...) -> (state, info)``
 (BlackJAX style); :func:`rws_method` and :func:`wake_sleep_method` wrap it for the harness,
-running many steps inside one ``jax.lax.scan`` (the data shuffled once per epoch).
+running many steps inside one jitted ``jax.lax.fori_loop`` (the data shuffled once per epoch).
 
 Math (Bornschein & Bengio 2015; Le et al. 2019), for a batch of B data points, with K
 particles ``h_nk ~ q(. | x_n)`` from the recognition network and ``log w_nk = log p(x_n,
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 import jax
@@ -114,7 +114,13 @@ def sleep_loss(arch: Architecture, phi, dreams):
     return -guide_log_prob(arch, phi, [jax.lax.stop_gradient(d) for d in dreams]).mean()
 
 
-def _losses(params, key, x, arch, k, insomnia, num_sleep):
+def surrogate_loss(params, key, x, arch: Architecture, k: int, insomnia: float, num_sleep: int):
+    """``wake_theta_loss + phi_loss`` for one batch, whose gradient is the RWS step direction
+    (theta: wake-theta; phi: the insomnia mix), and the step's :class:`RWSInfo`.
+
+    :param params: generative and recognition arrays; ``key``: PRNG key; ``x``: the batch (B, D);
+        ``k``: particles per data point; ``num_sleep``: dreams per data point.
+    """
     key_wake, key_sleep = jax.random.split(key)
     layers, log_q = sample_guide(key_wake, arch, params, x, k)
     theta_loss, wake_phi, log_w = wake_losses(arch, params, layers, log_q)
@@ -154,7 +160,7 @@ def rws_step(key, state: RWSState, x, *, arch: Architecture, optimizer: optax.Gr
     :returns: ``(state, RWSInfo)``.
     """
     num_sleep = k if num_sleep_particles is None else num_sleep_particles
-    grads, info = jax.grad(_losses, has_aux=True)(state.params, key, x, arch, k, insomnia, num_sleep)
+    grads, info = jax.grad(surrogate_loss, has_aux=True)(state.params, key, x, arch, k, insomnia, num_sleep)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     return RWSState(optax.apply_updates(state.params, updates), opt_state), info
 
@@ -200,10 +206,11 @@ def _check_training_options(lr, batch_size, optimizer):
 
 
 def _make_run(step, batch_size: int):
-    """``num_steps`` steps in one ``lax.scan``; batches walk an epoch's permutation."""
+    """``num_steps`` steps in one jitted ``lax.fori_loop`` (the count is traced, so any number
+    of steps reuses one compilation); batches walk an epoch's permutation of the data."""
 
-    def one(carry, _):
-        rws, key, order, cursor, train = carry
+    def one(_, carry):
+        rws, key, order, cursor, train, info_sum = carry
         key, key_step, key_perm = jax.random.split(key, 3)
         n = train.shape[0]
         new_epoch = cursor + batch_size > n
@@ -211,35 +218,47 @@ def _make_run(step, batch_size: int):
         cursor = jnp.where(new_epoch, 0, cursor)
         x = train[jax.lax.dynamic_slice_in_dim(order, cursor, batch_size)]
         rws, info = step(key_step, rws, x)
-        return (rws, key, order, cursor + batch_size, train), info
+        info_sum = jax.tree_util.tree_map(jnp.add, info_sum, info)
+        return rws, key, order, cursor + batch_size, train, info_sum
 
-    @partial(jax.jit, static_argnums=5)
+    @jax.jit
     def run(rws, key, order, cursor, train, num_steps):
-        (rws, key, order, cursor, _), infos = jax.lax.scan(one, (rws, key, order, cursor, train), None, num_steps)
-        return rws, key, order, cursor, jax.tree_util.tree_map(jnp.mean, infos)
+        zero = RWSInfo(*(jnp.zeros(()) for _ in RWSInfo._fields))
+        rws, key, order, cursor, _, info_sum = jax.lax.fori_loop(
+            0, num_steps, one, (rws, key, order, cursor, train, zero))
+        return rws, key, order, cursor, jax.tree_util.tree_map(lambda v: v / num_steps, info_sum)
 
     return run
 
 
+@lru_cache(maxsize=32)
+def _compiled(arch: Architecture, optimizer: str, lr: float, step_options: tuple, batch_size: int, k: int):
+    """The optimiser, the jitted runner and the jitted bound for one configuration; cached,
+    so runs with the same configuration (other seeds, restarts) share compiled code."""
+    opt = _OPTIMIZERS[optimizer](lr)
+    step = partial(rws_step, arch=arch, optimizer=opt, **dict(step_options))
+    return opt, _make_run(step, batch_size), jax.jit(partial(iwae_bound, arch=arch, k=k))
+
+
 def _init(step_kwargs, params: SBNParams, train, seed, k, lr, batch_size, optimizer) -> JaxRWSMethodState:
     _check_training_options(lr, batch_size, optimizer)
-    if not params.has_guide("recognition"):
-        params = params.replace(**{key: v for key, v in SBNParams.init(params.architecture, seed).items()
-                                   if key.startswith("q_") and key not in params})
-    arch = params.architecture
-    opt = _OPTIMIZERS[optimizer](float(lr))
+    if not params.has_guide("recognition"):  # a recognition network at its default initialisation
+        fresh = SBNParams.init(params.architecture, seed, guide=("recognition",))
+        params = params.replace(**{key: fresh[key] for key in recognition_keys(params.architecture)})
     train = jnp.asarray(np.asarray(train, dtype=np.float32))
     batch_size = int(min(batch_size, train.shape[0]))
-    step = partial(rws_step, arch=arch, optimizer=opt, **step_kwargs)
+    opt, run_fn, bound_fn = _compiled(params.architecture, optimizer, float(lr), tuple(sorted(step_kwargs.items())),
+                                      batch_size, int(k))
     key, key_perm = jax.random.split(jax.random.PRNGKey(int(seed)))
-    bound_fn = jax.jit(partial(iwae_bound, arch=arch, k=int(k)))
     return JaxRWSMethodState(params, init(params, opt), key, train, jax.random.permutation(key_perm, train.shape[0]),
-                             jnp.asarray(0), _make_run(step, batch_size), bound_fn, int(k), int(seed))
+                             jnp.asarray(0), run_fn, bound_fn, int(k), int(seed))
 
 
 def _run(state: JaxRWSMethodState, num_steps: int):
+    if int(num_steps) < 1:
+        raise ValueError(f"the number of steps must be at least 1, got {num_steps}")
     rws, key, order, cursor, info = state.run_fn(state.rws, state.key, state.order, state.cursor, state.train,
-                                                 int(num_steps))
+                                                 jnp.asarray(int(num_steps)))
     return (replace(state, rws=rws, key=key, order=order, cursor=cursor),
             {name: float(v) for name, v in info._asdict().items()})
 
@@ -260,7 +279,11 @@ def _bound(state: JaxRWSMethodState, x, chunk: int = 1000) -> np.ndarray:
 
 
 def rws_method() -> Method:
-    """Reweighted wake-sleep, per-data-point weights, jitted JAX on the NumPyro model's densities."""
+    """Reweighted wake-sleep, per-data-point weights, jitted JAX on the NumPyro model's densities.
+
+    ``run``'s ``info``: the means over the run's steps of :class:`RWSInfo`'s fields (``objective``:
+    the batch's mean per-data-point bound ``log (1/K) sum_k w_nk``; ``ess``: per-point ESS).
+    """
 
     def init_(params, train, seed=0, k=5, insomnia=1.0, lr=3e-3, batch_size=100, optimizer="adam"):
         check_options(k, insomnia)

@@ -107,23 +107,27 @@ class ReweightedWakeSleep(ELBO):
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
-            log_p = scale_and_mask(site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"]),
-                                   1.0, site["mask"])
-            log_p = log_p.reshape((1,) * (nesting + 1 - log_p.dim()) + log_p.shape)
-            if log_p.dim() > nesting + 1:
+            log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+            if site["mask"] is not None:
+                log_p = scale_and_mask(log_p, 1.0, site["mask"])
+            pad = nesting + 1 - log_p.dim()
+            if pad < 0:
                 raise ValueError(f"site {name!r} has more batch dims ({log_p.dim()}) than the plates allow "
                                  f"(max_plate_nesting {nesting} + particles); enumeration is not supported")
-            keep = [0]  # the particle dim, -(nesting + 1)
+            data_dim = None  # counted from the right, like a plate's dim
             if self.data_plate is not None:
                 frame = next((f for f in site["cond_indep_stack"] if f.name == self.data_plate), None)
                 if frame is None:
                     raise ValueError(f"site {name!r} is outside the data plate {self.data_plate!r}: per-data-point "
                                      "weights need every sample site inside it (or data_plate=None)")
-                keep.append(log_p.dim() + frame.dim)
-            others = [d for d in range(log_p.dim()) if d not in keep]
+                data_dim = frame.dim
+            if pad:
+                log_p = log_p.reshape((1,) * pad + log_p.shape)
+            # keep the particle dim (leftmost, -(nesting + 1)) and the data dim; sum the rest
+            others = tuple(d for d in range(-nesting, 0) if d != data_dim)
             if others:
-                log_p = log_p.sum(others, keepdim=True)
-            total = total + log_p.reshape(log_p.shape[0], -1)
+                log_p = log_p.sum(others)
+            total = total + (log_p if data_dim is not None else log_p.reshape(-1, 1))
             site_scale = float(site["scale"])
             if scale is not None and not math.isclose(site_scale, scale, rel_tol=1e-6):
                 raise ValueError(f"site {name!r} has scale {site_scale}, others {scale}: per-data-point weights "
@@ -270,14 +274,16 @@ def _check_training_options(lr, batch_size, optimizer):
 
 def _init(objective, per_point, params: SBNParams, train, seed, k, lr, batch_size, optimizer) -> PyroRWSState:
     _check_training_options(lr, batch_size, optimizer)
-    if not params.has_guide("recognition"):
-        params = params.replace(**{key: v for key, v in SBNParams.init(params.architecture, seed).items()
-                                   if key.startswith("q_") and key not in params})
-    x = torch.as_tensor(train, dtype=torch.get_default_dtype())
+    if not params.has_guide("recognition"):  # a recognition network at its default initialisation
+        fresh = SBNParams.init(params.architecture, seed, guide=("recognition",))
+        params = params.replace(**{key: fresh[key] for key in recognition_keys(params.architecture)})
+    x = torch.tensor(train, dtype=torch.get_default_dtype())
     arch = params.architecture
+    # copies (torch.tensor, not as_tensor): the optimisers update the store in place, and
+    # must never write through to the caller's SBNParams arrays
     with pyro.get_param_store().scope() as store:
-        theta = [pyro.param(key, torch.as_tensor(params[key])).unconstrained() for key in generative_keys(arch)]
-        phi = [pyro.param(key, torch.as_tensor(params[key])).unconstrained() for key in recognition_keys(arch)]
+        theta = [pyro.param(key, torch.tensor(params[key])).unconstrained() for key in generative_keys(arch)]
+        phi = [pyro.param(key, torch.tensor(params[key])).unconstrained() for key in recognition_keys(arch)]
     make = _OPTIMIZERS[optimizer]
     with torch.random.fork_rng(devices=[]):  # the run's own RNG stream, untouched by other runs
         torch.manual_seed(int(seed))
@@ -323,7 +329,7 @@ def _bound(state: PyroRWSState, x, chunk: int = 1000):
     """Per-data-point IWAE bound ``log (1/K) sum_k w_nk`` with the method's K (seeded)."""
     import numpy as np
 
-    x = torch.as_tensor(np.asarray(x), dtype=torch.get_default_dtype())
+    x = torch.tensor(np.asarray(x), dtype=torch.get_default_dtype())
     estimator = ReweightedWakeSleep(num_particles=state.k, max_plate_nesting=2)
     out = []
     with pyro.get_param_store().scope(state.store), torch.random.fork_rng(devices=[]):
@@ -335,7 +341,11 @@ def _bound(state: PyroRWSState, x, chunk: int = 1000):
 
 
 def rws_method() -> Method:
-    """Our per-data-point RWS on the Pyro model and recognition guide (mini-batches in the data plate)."""
+    """Our per-data-point RWS on the Pyro model and recognition guide (mini-batches in the data plate).
+
+    ``run``'s ``info``: ``objective``, the mean over the run's steps of the batch's mean
+    per-data-point bound ``log (1/K) sum_k w_nk``; ``wake_theta_loss`` and ``phi_loss`` (per data point).
+    """
 
     def init(params, train, seed=0, k=5, insomnia=1.0, lr=3e-3, batch_size=100, optimizer="adam"):
         objective = ReweightedWakeSleep(num_particles=k, insomnia=insomnia, max_plate_nesting=2)
@@ -347,7 +357,8 @@ def rws_method() -> Method:
 
 
 def wake_sleep_method() -> Method:
-    """Classic wake-sleep on the Pyro model and recognition guide."""
+    """Classic wake-sleep on the Pyro model and recognition guide; ``info["objective"]`` is the
+    mean one-sample ELBO estimate ``log p(x, h) - log q(h|x)`` per data point."""
 
     def init(params, train, seed=0, lr=3e-3, batch_size=100, optimizer="adam"):
         return _init(WakeSleep(max_plate_nesting=2), True, params, train, seed, 1, lr, batch_size, optimizer)
