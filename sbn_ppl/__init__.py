@@ -14,6 +14,7 @@ from .evaluation import (
     posterior_marginals,
     score,
 )
+from .harness import compare  # NumPy only at import time: methods import their backend when run
 from .params import SBNParams
 
 __version__ = "0.1.0"
@@ -23,6 +24,7 @@ __all__ = [
     "Dataset",
     "LogLikelihood",
     "SBNParams",
+    "compare",
     "exact_kl",
     "exact_log_likelihood",
     "importance_log_likelihood",

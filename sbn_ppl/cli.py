@@ -139,6 +139,108 @@ def _cmd_fit(args) -> None:
                       "metrics": os.path.join(args.out, "metrics.json")}))
 
 
+# -- compare --------------------------------------------------------------------------------------
+# Every option of `compare`, as written on the command line (dashes) or in the TOML file
+# (dashes or underscores), with the type its value must have and the compare() argument it sets.
+_COMPARE_OPTIONS = {
+    "data": (str, "data"), "arch": (str, "arch"), "connectivity": (str, "connectivity"),
+    "methods": ((str, list), "methods"), "backend": (str, "backend"), "steps": (int, "steps"),
+    "seconds": ((int, float), "seconds"), "seed": (int, "seed"), "out": (str, "out"), "resume": (bool, "resume"),
+    "checkpoints": (int, "checkpoints"), "curve_points": (int, "curve_points"),
+    "train_points": (int, "train_points"), "estimator": (str, "estimator"), "k": (int, "num_particles"),
+    "temperatures": (int, "ais_temperatures"), "chains": (int, "ais_chains"), "data_bias": (bool, "data_bias"),
+    "quiet": (bool, "quiet"), "lr": ((int, float), "lr"), "batch_size": (int, "batch_size"),
+    "options": (dict, "options"),
+}
+COMPARE_DEFAULT_OUT = "runs/compare"
+
+
+def load_compare_config(path: str) -> dict:
+    """A TOML file of `compare` options (the command line's names; ``[options]`` and
+    ``[options.<method>]`` tables for method options), checked name by name."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    if not os.path.exists(path):
+        raise ValueError(f"config file {path!r} does not exist")
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"cannot read config file {path!r}: {e}") from None
+    config = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in _COMPARE_OPTIONS:
+            raise ValueError(f"config file {path!r}: unknown option {key!r}; "
+                             f"expected some of {', '.join(sorted(_COMPARE_OPTIONS))}")
+        kind = _COMPARE_OPTIONS[name][0]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ValueError(f"config file {path!r}: {key} must be {names}, got {value!r}")
+        config[name] = value
+    return config
+
+
+def compare_arguments(args) -> dict:
+    """The keyword arguments of :func:`sbn_ppl.compare`: the config file's values, then the
+    command line's (which win), then the CLI's own default output folder."""
+    merged = load_compare_config(args.config) if args.config else {}
+    for name in _COMPARE_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None and name != "options":
+            merged[name] = value
+    options = {k: (dict(v) if isinstance(v, dict) else v) for k, v in merged.pop("options", {}).items()}
+    for name in ("lr", "batch_size"):
+        if name in merged:
+            options[name] = merged.pop(name)
+    for item in args.option or []:
+        name, value = _split_option(item)
+        method, dot, option = name.rpartition(".")
+        if dot:
+            options.setdefault(method, {})[option] = value
+        else:
+            options[name] = value
+    kwargs = {_COMPARE_OPTIONS[name][1]: value for name, value in merged.items()}
+    kwargs["progress"] = not kwargs.pop("quiet", False)
+    kwargs.setdefault("out", COMPARE_DEFAULT_OUT)
+    if options:
+        kwargs["options"] = options
+    return kwargs
+
+
+def _split_option(item: str):
+    if "=" not in item:
+        raise ValueError(f"--option takes name=value (or method.name=value), got {item!r}")
+    name, value = item.split("=", 1)
+    return name.strip(), _parse_value(value)
+
+
+def _cmd_compare(args) -> int:
+    from .harness import compare
+    from .report import markdown_table
+
+    kwargs = compare_arguments(args)
+    records = compare(**kwargs)
+    out = kwargs["out"]
+    with open(os.path.join(out, "results.json")) as f:
+        config = json.load(f)["config"]
+    budget = " and ".join(x for x in (f"{config['steps']} steps" if config["steps"] else "",
+                                      f"{config['seconds']:g} s" if config["seconds"] else "") if x)
+    print(f"{config['data']}, {config['arch']}, seed {config['seed']}, budget {budget} of training per method; "
+          f"test log p(x) in nats per data point ({config['estimator']}, {config['test_size']} test points)\n")
+    print(markdown_table(records))
+    print(f"\nwrote {os.path.join(out, 'results.json')}, results.csv, learning_curves.png and "
+          f"<method>-<backend>/params.npz", file=sys.stderr)
+    failed = [f"{r['method']} ({r['backend']})" for r in records if r.get("error")]
+    if failed:
+        print(f"sbn-ppl: {len(failed)} method(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sbn-ppl", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sbn-ppl {__version__}")
@@ -191,6 +293,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", metavar="NAME=VALUE", help="any other method option")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fit)
+
+    from .harness import DEFAULT_CHECKPOINTS, DEFAULT_CURVE_POINTS, DEFAULT_SECONDS  # NumPy only
+
+    p = sub.add_parser(
+        "compare",
+        help="fit every method on the same data and score them on the same yardstick",
+        description="Fit every method (or --methods) on the same data, from the same initial parameters, "
+        "for the same budget, and score them by the same yardstick; print a Markdown table and write "
+        "DIR/results.json, results.csv, learning_curves.png and DIR/<method>-<backend>/params.npz. "
+        "Every option can be set in a TOML file (--config); the command line wins.",
+    )
+    p.add_argument("--config", help="TOML file of these options (see examples/compare.toml)")
+    p.add_argument("--data", help="digits (default), synthetic:<arch>:<seed>, or a file")
+    p.add_argument("--arch", help="bottom-up widths D-H1-...; default: the teacher's for synthetic data, else D-12-6")
+    p.add_argument("--connectivity", choices=("layered", "dense"))
+    p.add_argument("--methods", help="comma-separated names, NAME:BACKEND for one backend (default: all installed)")
+    p.add_argument("--backend", choices=("numpyro", "pyro", "all"),
+                   help="default: each method's own (NumPyro where it exists); all: every backend")
+    p.add_argument("--steps", type=int, help="training steps per method")
+    p.add_argument("--seconds", type=float,
+                   help=f"training seconds per method (default {DEFAULT_SECONDS:g} when no budget is given)")
+    p.add_argument("--seed", type=int, help="initial parameters, every method, scoring (default 0)")
+    p.add_argument("--out", help=f"output folder (default {COMPARE_DEFAULT_OUT})")
+    p.add_argument("--resume", action="store_true", default=None, help="keep the methods finished in --out, run the rest")
+    p.add_argument("--checkpoints", type=int, help=f"learning-curve points per method (default {DEFAULT_CHECKPOINTS})")
+    p.add_argument("--curve-points", dest="curve_points", type=int,
+                   help=f"test points scored at each checkpoint (default {DEFAULT_CURVE_POINTS}; the final scores use all)")
+    p.add_argument("--train-points", dest="train_points", type=int,
+                   help="score the train log-likelihood on the first N (default: all when exact, else as many "
+                   "as there are test points)")
+    p.add_argument("--estimator", choices=("auto", "exact", "ais", "is"),
+                   help="auto (default): exact when at most 20 hidden units, else AIS")
+    p.add_argument("--k", type=int, help="importance samples per data point with a method's guide (default 1000)")
+    p.add_argument("--temperatures", type=int, help="AIS: number of intermediate temperatures")
+    p.add_argument("--chains", type=int, help="AIS: independent annealing runs per data point")
+    p.add_argument("--lr", type=float, help="learning rate of every method that has one")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="mini-batch size of every method that has one")
+    p.add_argument("--option", action="append", metavar="[METHOD.]NAME=VALUE",
+                   help="a method option, for every method that takes it or for METHOD only")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
+    p.set_defaults(func=_cmd_compare)
     return parser
 
 
@@ -198,14 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except (ValueError, OSError) as e:
         print(f"sbn-ppl: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sbn-ppl: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

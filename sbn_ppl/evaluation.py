@@ -133,6 +133,32 @@ class KL(NamedTuple):
     log_likelihood: np.ndarray
 
 
+def _guide_grid(params: SBNParams, guide: str, x: np.ndarray, hidden: list[np.ndarray]) -> np.ndarray:
+    """``log q(h_c | x_n)`` for every data point n and state c: ``(N, C)``.
+
+    A layer whose logits ``c`` depend on ``x`` alone (mean field; the recognition net's
+    first layer) costs one matrix product, ``sum_i [h_i c_i - softplus(c_i)] = h . c(x) -
+    sum_i softplus(c_i(x))``; one whose logits depend on the states alone costs one pass
+    over the states; only a layer fed by both (dense recognition nets) needs the
+    ``(N, C, n_l)`` grid.
+    """
+    arch = params.architecture
+    total = np.zeros((x.shape[0], hidden[0].shape[0]))
+    for l in range(1, arch.num_layers + 1):
+        h = hidden[l - 1]
+        inputs = (0,) if guide == "mean_field" else arch.recognition_parents(l)
+        if inputs == (0,):
+            c = density.guide_logits(params, guide, [x], l)  # (N, n_l)
+            total += c @ h.T - density.softplus(c).sum(-1)[:, None]
+        elif 0 not in inputs:
+            c = density.recognition_logits(params, [None] + hidden, l)  # (C, n_l)
+            total += density.bernoulli_log_prob(h, c).sum(-1)[None, :]
+        else:
+            c = density.recognition_logits(params, [x[:, None, :]] + [g[None] for g in hidden], l)  # (N, C, n_l)
+            total += density.bernoulli_log_prob(h[None], c).sum(-1)
+    return total
+
+
 def exact_kl(params: SBNParams, guide: str, x: np.ndarray) -> KL:
     """``KL(q||p)``, ``KL(p||q)`` and the exact ELBO of a named guide, by enumeration."""
     density.check_guide(params, guide)
@@ -142,7 +168,7 @@ def exact_kl(params: SBNParams, guide: str, x: np.ndarray) -> KL:
     kl_qp, kl_pq = np.zeros(n), np.zeros(n)
     for hidden in hidden_states(params, _chunk_size(params, n)):
         log_post = _joint_grid(params, x, hidden) - log_px[:, None]
-        log_q = density.guide_log_prob(params, guide, [x[:, None, :]] + [h[None] for h in hidden])
+        log_q = _guide_grid(params, guide, x, hidden)
         q, p = np.exp(log_q), np.exp(log_post)
         kl_qp += np.sum(np.where(q > 0, q * (log_q - log_post), 0.0), axis=1)
         kl_pq += np.sum(np.where(p > 0, p * (log_post - log_q), 0.0), axis=1)

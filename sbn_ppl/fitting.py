@@ -45,6 +45,8 @@ def fit(
     out: str | None = None,
     progress: bool = True,
     on_checkpoint: Callable[[Any, dict], dict | None] | None = None,
+    checkpoint_seconds: float | None = None,
+    on_finish: Callable[[Any], None] | None = None,
 ) -> FitResult:
     """Fit ``params`` to ``train`` with a registered method.
 
@@ -52,24 +54,41 @@ def fit(
     Every ``checkpoint_every`` steps it records the method's objective (and whatever
     ``on_checkpoint(params, record)`` returns) and, with ``out``, rewrites
     ``out/params.npz`` and ``out/metrics.json`` atomically.
+
+    With ``checkpoint_seconds``, checkpoints come about every ``checkpoint_seconds`` of
+    training time instead (still at most ``checkpoint_every`` steps apart): one step
+    (which pays for any compilation), one timed step, then chunks of one fixed number of
+    steps, the power of two nearest to ``checkpoint_seconds`` at the timed speed (so a
+    ``run`` jitted on its number of steps compiles twice, not once per chunk). A time
+    budget may be overrun by up to one chunk. ``on_finish(state)``, if given, is called
+    once with the method's final state (to evaluate ``Method.bound``, say).
     """
     check_budget(steps, seconds)
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+    if checkpoint_seconds is not None and not checkpoint_seconds > 0:
+        raise ValueError(f"checkpoint_seconds must be positive, got {checkpoint_seconds}")
     m = method if isinstance(method, Method) else get_method(method, backend)
     train = validate_binary(train, width=params.architecture.visible_size, name="training data")
     opts = m.check_options(dict(options or {}))
     state = m.init(params, train, seed=seed, **opts)
     metrics: list[dict] = []
     done, elapsed = 0, 0.0
+    clock = _Clock(checkpoint_seconds) if checkpoint_seconds is not None else None
     bar = _progress(steps, f"{m.name} ({m.backend})", progress)
     while (steps is None or done < steps) and (seconds is None or elapsed < seconds):
         chunk = checkpoint_every if steps is None else min(checkpoint_every, steps - done)
+        if clock is not None:
+            chunk = min(chunk, clock.next_chunk())
         t0 = time.perf_counter()
         state, info = m.run(state, chunk)
-        elapsed += time.perf_counter() - t0
+        info = {k: float(v) for k, v in info.items()}  # also waits for asynchronous (JAX) work
+        dt = time.perf_counter() - t0
+        elapsed += dt
+        if clock is not None:
+            clock.timed(chunk, dt)
         done += chunk
-        record = {"step": done, "seconds": elapsed, **{k: float(v) for k, v in info.items()}}
+        record = {"step": done, "seconds": elapsed, **info}
         current = m.get_params(state)
         if on_checkpoint is not None:
             record.update(on_checkpoint(current, record) or {})
@@ -79,7 +98,25 @@ def fit(
         bar.update(chunk)
         bar.set_postfix(objective=f"{record['objective']:.3f}")
     bar.close()
+    if on_finish is not None:
+        on_finish(state)
     return FitResult(m.get_params(state), metrics, m.name, m.backend)
+
+
+class _Clock:
+    """Chunk lengths for checkpoints about every ``target`` seconds of training (see :func:`fit`)."""
+
+    def __init__(self, target: float):
+        self.target, self.chunks, self.fixed = target, 0, None
+
+    def next_chunk(self) -> int:
+        return self.fixed or 1
+
+    def timed(self, chunk: int, seconds: float) -> None:
+        self.chunks += 1
+        if self.chunks == 2:  # the first chunk paid for compilation; the second is the speed
+            steps = self.target / max(seconds / chunk, 1e-9)
+            self.fixed = 1 << max(0, round(np.log2(max(steps, 1.0))))
 
 
 def _checkpoint(out: str, params: SBNParams, metrics: list[dict], m: Method, seed: int, opts: dict) -> None:
