@@ -44,12 +44,13 @@ from numpyro.infer import SVI
 from numpyro.infer.elbo import ELBO, MultiFrameTensor, get_nonreparam_deps
 from numpyro.infer.util import get_importance_trace
 
+from sbn_ppl.inference.checks import MEAN_FIELD_BASELINES, check_choice, check_mean_field_options
 from sbn_ppl.architecture import site_name
 from sbn_ppl.methods import Method
 from sbn_ppl.models import numpyro_sbn
 from sbn_ppl.params import SBNParams, mean_field_keys
 
-BASELINES = ("none", "decaying", "nvil")
+BASELINES = MEAN_FIELD_BASELINES
 OPTIMIZERS = ("adam", "sgd")
 DEFAULTS = {"amortised": True, "lr": 3e-3, "batch_size": 100, "baseline": "nvil", "num_particles": 1,
             "optimizer": "adam"}
@@ -118,7 +119,7 @@ def with_baselines(guide, baseline: str, arch, seed: int = 0):
 
     :param guide: a guide with the model's signature ``guide(params, x, ..., subsample_size=None)``.
     """
-    _check_choice("baseline", baseline, BASELINES)
+    check_choice("baseline", baseline, BASELINES)
     if baseline == "none":
         return guide
     init_nvil = nvil_init(arch, seed=seed) if baseline == "nvil" else None
@@ -163,7 +164,7 @@ class TraceGraphBaselineELBO(ELBO):
     can_infer_discrete = True
 
     def __init__(self, baseline: str = "none", num_particles: int = 1, beta: float = DECAY):
-        _check_choice("baseline", baseline, BASELINES)
+        check_choice("baseline", baseline, BASELINES)
         super().__init__(num_particles=num_particles)
         self.baseline, self.beta = baseline, beta
 
@@ -397,26 +398,8 @@ def guide_gradient_moments(params: SBNParams, x, baseline: str = "none", *, num_
 # -- checks and the Method record ------------------------------------------------------------
 
 
-def _check_choice(name: str, value: Any, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-
-
 def _check_options(opts: dict) -> dict:
-    unknown = sorted(set(opts) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; the options are {', '.join(sorted(DEFAULTS))}")
-    if not isinstance(opts["amortised"], (bool, np.bool_)):
-        raise ValueError(f"amortised must be True or False, got {opts['amortised']!r}")
-    if not (np.isfinite(opts["lr"]) and opts["lr"] > 0):
-        raise ValueError(f"the learning rate must be a positive number, got {opts['lr']}")
-    for name in ("batch_size", "num_particles"):
-        if int(opts[name]) != opts[name] or opts[name] < 1:
-            raise ValueError(f"{name} must be a positive integer, got {opts[name]!r}")
-    _check_choice("baseline", opts["baseline"], BASELINES)
-    _check_choice("optimizer", opts["optimizer"], OPTIMIZERS)
-    return {**opts, "amortised": bool(opts["amortised"]), "batch_size": int(opts["batch_size"]),
-            "num_particles": int(opts["num_particles"])}
+    return check_mean_field_options(opts, DEFAULTS, OPTIMIZERS)
 
 
 class _RunState(NamedTuple):

@@ -32,12 +32,13 @@ import pyro.optim
 import torch
 from pyro import poutine
 
+from sbn_ppl.inference.checks import MEAN_FIELD_BASELINES, check_choice, check_mean_field_options
 from sbn_ppl.architecture import site_name
 from sbn_ppl.methods import Method
 from sbn_ppl.models import pyro_sbn
 from sbn_ppl.params import SBNParams, mean_field_keys
 
-BASELINES = ("none", "decaying", "nvil")
+BASELINES = MEAN_FIELD_BASELINES
 OPTIMIZERS = ("adam", "sgd")
 DEFAULTS = {"amortised": True, "lr": 3e-3, "batch_size": 100, "baseline": "nvil", "num_particles": 1,
             "optimizer": "adam", "jit": False}
@@ -128,7 +129,7 @@ def with_baselines(guide, baseline: str, net: NVILBaseline | None = None, beta: 
     :param baseline: ``"none"``, ``"decaying"`` (Pyro's decaying average) or ``"nvil"`` (``net(x)``).
     :param net: the :class:`NVILBaseline` (``baseline="nvil"``); registered with ``pyro.module``.
     """
-    _check_choice("baseline", baseline, BASELINES)
+    check_choice("baseline", baseline, BASELINES)
     if baseline == "none":
         return guide
     if baseline == "nvil" and net is None:
@@ -294,7 +295,7 @@ def guide_gradient_moments(params: SBNParams, x, baseline: str = "none", *, num_
     loss); then ``num_samples`` gradients of the ELBO of the batch ``x`` are collected.
     ``warmup_pool``: warm up on random batches of ``len(x)`` rows of this data (as in training).
     """
-    _check_choice("baseline", baseline, BASELINES)
+    check_choice("baseline", baseline, BASELINES)
     x = torch.as_tensor(np.asarray(x), dtype=torch.get_default_dtype())
     pool = None if warmup_pool is None else torch.as_tensor(np.asarray(warmup_pool), dtype=x.dtype)
     outer = pyro.util.get_rng_state()
@@ -332,31 +333,14 @@ def guide_gradient_moments(params: SBNParams, x, baseline: str = "none", *, num_
 # -- checks and the Method record ------------------------------------------------------------
 
 
-def _check_choice(name: str, value: Any, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-
-
 def _check_options(opts: dict) -> dict:
-    unknown = sorted(set(opts) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; the options are {', '.join(sorted(DEFAULTS))}")
-    if not isinstance(opts["amortised"], (bool, np.bool_)):
-        raise ValueError(f"amortised must be True or False, got {opts['amortised']!r}")
-    if not (np.isfinite(opts["lr"]) and opts["lr"] > 0):
-        raise ValueError(f"the learning rate must be a positive number, got {opts['lr']}")
-    for name in ("batch_size", "num_particles"):
-        if int(opts[name]) != opts[name] or opts[name] < 1:
-            raise ValueError(f"{name} must be a positive integer, got {opts[name]!r}")
-    _check_choice("baseline", opts["baseline"], BASELINES)
-    _check_choice("optimizer", opts["optimizer"], OPTIMIZERS)
+    opts = check_mean_field_options(opts, DEFAULTS, OPTIMIZERS)
     if not isinstance(opts["jit"], (bool, np.bool_)):
         raise ValueError(f"jit must be True or False, got {opts['jit']!r}")
     if opts["jit"] and opts["baseline"] == "decaying":
         raise ValueError("jit=True cannot use baseline='decaying': Pyro's decaying average writes the param store "
                          "inside the traced step, which torch.jit.trace does not replay; use 'nvil' or 'none'")
-    return {**opts, "amortised": bool(opts["amortised"]), "jit": bool(opts["jit"]), "batch_size": int(opts["batch_size"]),
-            "num_particles": int(opts["num_particles"])}
+    return {**opts, "jit": bool(opts["jit"])}
 
 
 def method() -> Method:

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from sbn_ppl.architecture import Architecture
+from sbn_ppl.inference.checks import check_rws_options
 from sbn_ppl.methods import Method
 from sbn_ppl.models.numpyro_sbn import bernoulli_log_prob, log_joint, preactivation, recognition_logits
 from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
@@ -49,14 +50,7 @@ class RWSInfo(NamedTuple):
     ess: jax.Array  # mean over the batch of the per-point effective sample size (1..K)
 
 
-def check_options(k: int, insomnia: float, num_sleep_particles: int | None = None) -> None:
-    """``ValueError`` unless ``K >= 1``, ``0 <= insomnia <= 1`` and ``S >= 1``."""
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"the number of particles K must be an integer >= 1, got {k!r}")
-    if not (0.0 <= float(insomnia) <= 1.0):
-        raise ValueError(f"insomnia (weight of wake-phi against sleep-phi) must be in [0, 1], got {insomnia!r}")
-    if num_sleep_particles is not None and (int(num_sleep_particles) != num_sleep_particles or num_sleep_particles < 1):
-        raise ValueError(f"the number of sleep particles must be an integer >= 1, got {num_sleep_particles!r}")
+check_options = check_rws_options  # K >= 1, 0 <= insomnia <= 1, S >= 1
 
 
 # -- densities and samplers ----------------------------------------------------------------

@@ -37,21 +37,12 @@ from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match, warn_if_nan
 
+from sbn_ppl.inference.checks import check_rws_options
 from sbn_ppl.methods import Method
 from sbn_ppl.models import pyro_sbn
 from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
 
 _PARTICLES, _SLEEP_PARTICLES = "num_particles_vectorized", "num_sleep_particles_vectorized"
-
-
-def check_rws_options(num_particles: int, insomnia: float, num_sleep_particles: int | None = None) -> None:
-    """``ValueError`` unless ``K >= 1``, ``0 <= insomnia <= 1`` and ``S >= 1``."""
-    if isinstance(num_particles, bool) or int(num_particles) != num_particles or num_particles < 1:
-        raise ValueError(f"the number of particles K must be an integer >= 1, got {num_particles!r}")
-    if not (0.0 <= float(insomnia) <= 1.0):
-        raise ValueError(f"insomnia (weight of wake-phi against sleep-phi) must be in [0, 1], got {insomnia!r}")
-    if num_sleep_particles is not None and (int(num_sleep_particles) != num_sleep_particles or num_sleep_particles < 1):
-        raise ValueError(f"the number of sleep particles must be an integer >= 1, got {num_sleep_particles!r}")
 
 
 class ReweightedWakeSleep(ELBO):
