@@ -11,7 +11,7 @@
 """
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -175,6 +175,30 @@ def exact_kl(params: SBNParams, guide: str, x: np.ndarray) -> KL:
     return KL(kl_qp, kl_pq, log_px - kl_qp, log_px)
 
 
+def log_mean_exp(log_weight_chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``log (1/K) sum_k w_k`` for each column, from chunks ``(K_i, N)`` of log-weights.
+
+    Runs in log space with a running maximum, so no weight overflows; also returns the
+    delta-method standard error ``sd(w) / (sqrt(K) mean(w))`` of each estimate.
+    """
+    log_max, s1, s2, k = None, None, None, 0
+    for log_w in log_weight_chunks:
+        log_w = np.asarray(log_w, dtype=np.float64)
+        if log_max is None:
+            log_max = np.full(log_w.shape[1:], -np.inf)
+            s1, s2 = np.zeros(log_w.shape[1:]), np.zeros(log_w.shape[1:])
+        new_max = np.maximum(log_max, log_w.max(0))
+        r = np.exp(log_max - new_max)
+        w = np.exp(log_w - new_max)
+        s1, s2 = s1 * r + w.sum(0), s2 * r**2 + (w**2).sum(0)
+        log_max, k = new_max, k + log_w.shape[0]
+    if log_max is None:
+        raise ValueError("no importance weights: the number of samples must be at least 1")
+    mean_w = s1 / k
+    var_w = np.maximum(s2 / k - mean_w**2, 0.0)
+    return log_max + np.log(mean_w), np.sqrt(var_w / k) / mean_w
+
+
 def importance_log_likelihood(
     params: SBNParams,
     x: np.ndarray,
@@ -185,8 +209,9 @@ def importance_log_likelihood(
     """``log (1/K) sum_k p(x, h_k) / q(h_k | x)`` with ``h_k ~ q(. | x)``, per data point.
 
     Batched over data points and particles so the largest temporary holds about
-    ``2^22`` numbers whatever K is. The standard error is the delta-method one,
-    ``sd(w) / (sqrt(K) mean(w))``, computed from the same weights in log space.
+    ``2^22`` numbers whatever K is. The standard error is the delta-method one
+    (:func:`log_mean_exp`). For a guide of your own written in Pyro, see
+    ``sbn_ppl.inference.rws_pyro.importance_log_likelihood``.
     """
     if num_particles < 1:
         raise ValueError(f"the number of importance samples must be at least 1, got {num_particles}")
@@ -196,24 +221,16 @@ def importance_log_likelihood(
     width = max(params.architecture.sizes)
     n_chunk = max(1, min(x.shape[0], _ELEMENTS_PER_CHUNK // width))
     k_chunk = max(1, min(num_particles, _ELEMENTS_PER_CHUNK // (n_chunk * width)))
-    estimates, errors = [], []
-    for start in range(0, x.shape[0], n_chunk):
-        xb = x[start : start + n_chunk]
-        log_max = np.full(xb.shape[0], -np.inf)
-        s1, s2 = np.zeros(xb.shape[0]), np.zeros(xb.shape[0])
+
+    def log_weights(xb):
         for k0 in range(0, num_particles, k_chunk):
             layers = density.sample_guide(params, guide, xb, min(k_chunk, num_particles - k0), rng)
-            log_w = density.log_joint(params, layers) - density.guide_log_prob(params, guide, layers)
-            new_max = np.maximum(log_max, log_w.max(0))
-            r = np.exp(log_max - new_max)
-            w = np.exp(log_w - new_max)
-            s1, s2 = s1 * r + w.sum(0), s2 * r**2 + (w**2).sum(0)
-            log_max = new_max
-        mean_w = s1 / num_particles
-        var_w = np.maximum(s2 / num_particles - mean_w**2, 0.0)
-        estimates.append(log_max + np.log(mean_w))
-        errors.append(np.sqrt(var_w / num_particles) / mean_w)
-    return LogLikelihood(np.concatenate(estimates), np.concatenate(errors), f"is(K={num_particles},{guide})")
+            yield density.log_joint(params, layers) - density.guide_log_prob(params, guide, layers)
+
+    results = [log_mean_exp(log_weights(x[i : i + n_chunk])) for i in range(0, x.shape[0], n_chunk)]
+    return LogLikelihood(
+        np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]), f"is(K={num_particles},{guide})"
+    )
 
 
 ESTIMATORS = ("exact", "is", "ais")
