@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax, random
 
 from sbn_ppl.data import validate_binary
-from sbn_ppl.evaluation import LogLikelihood
+from sbn_ppl.evaluation import LogLikelihood, log_mean_exp
 from sbn_ppl.models import numpyro_sbn
 from sbn_ppl.params import SBNParams
 
@@ -113,18 +113,8 @@ def ais_log_likelihood(
         rows = min(chunk, n - start)
         xb[:rows] = x[start:start + rows]
         log_w = anneal(random.fold_in(key, i), theta, jnp.asarray(xb), schedule, num_chains=int(num_chains))
-        est, err = _log_mean_exp_with_stderr(np.asarray(log_w, dtype=np.float64)[:, :rows])
+        est, err = log_mean_exp([np.asarray(log_w, dtype=np.float64)[:, :rows]])
         estimates.append(est)
         errors.append(err)
     return LogLikelihood(np.concatenate(estimates), np.concatenate(errors),
                          f"ais(T={betas.size - 1},C={int(num_chains)})")
-
-
-def _log_mean_exp_with_stderr(log_w: np.ndarray):
-    """Per column: ``log mean_c w_c`` and the delta-method error ``sd(w) / (sqrt(C) mean(w))``."""
-    c = log_w.shape[0]
-    m = log_w.max(0)
-    w = np.exp(log_w - m)  # scaled weights in (0, 1]; the max is 1, so no overflow
-    mean_w = w.mean(0)
-    sd = w.std(0, ddof=1) if c > 1 else np.zeros_like(mean_w)
-    return m + np.log(mean_w), sd / (np.sqrt(c) * mean_w)

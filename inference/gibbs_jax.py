@@ -27,11 +27,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax, random
+import numpy as np
 from numpyro import handlers
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import is_prng_key
 
 from sbn_ppl.architecture import site_name
+from sbn_ppl.data import validate_binary
 from sbn_ppl.models import numpyro_sbn  # registers SBNParams as a pytree
 from sbn_ppl.params import SBNParams, generative_keys
 
@@ -160,7 +162,7 @@ def sample_prior(rng_key, params: SBNParams, batch_shape) -> GibbsState:
 def init(rng_key, params: SBNParams, x, num_chains: int | None = None) -> GibbsState:
     """A starting state for data ``x`` ``(N, D)``: hidden layers from the prior, each
     ``(N, n_l)``, or ``(num_chains, N, n_l)`` when ``num_chains`` is given."""
-    x = jnp.asarray(x)
+    x = _checked_data(params, x)
     batch = x.shape[:-1] if num_chains is None else (int(num_chains),) + x.shape[:-1]
     if num_chains is not None and num_chains < 1:
         raise ValueError(f"the number of chains must be at least 1, got {num_chains}")
@@ -213,7 +215,15 @@ def model_problem(model, model_args, model_kwargs):
     leaves, treedef = jax.tree_util.tree_flatten(like)
     keys = [k for k in like if k != "sizes"]  # the pytree's leaf order
     params = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(values.get(k, v)) for k, v in zip(keys, leaves)])
-    return params, trace["x"]["value"]
+    return params, _checked_data(like, trace["x"]["value"])
+
+
+def _checked_data(params: SBNParams, x):
+    """``x`` as a JAX array, checked (binary, no NaN, the model's width) whenever it is concrete."""
+    if isinstance(x, jax.core.Tracer):
+        return x
+    return jnp.asarray(validate_binary(np.asarray(x).reshape(-1, np.shape(x)[-1]),
+                                      width=params.architecture.visible_size, name="x").reshape(np.shape(x)))
 
 
 class SBNGibbs(MCMCKernel):

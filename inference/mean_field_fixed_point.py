@@ -37,6 +37,7 @@ import numpy as np
 import optax
 from jax import random
 
+from sbn_ppl.data import validate_binary
 from sbn_ppl.methods import Method
 from sbn_ppl.params import SBNParams, generative_keys
 
@@ -233,7 +234,7 @@ def mean_field_bound(params: SBNParams, x, sweeps: int = DEFAULTS["bound_sweeps"
     if int(sweeps) != sweeps or sweeps < 0:
         raise ValueError(f"sweeps must be a non-negative integer, got {sweeps}")
     arch = params.architecture
-    x = jnp.asarray(np.asarray(x), dtype=jnp.float32)
+    x = jnp.asarray(validate_binary(x, width=arch.visible_size, name="x"))
     lam, xi = initial_variational(arch, x.shape[0]) if init is None else init
     lam, xi = [jnp.asarray(v, jnp.float32) for v in lam], [jnp.asarray(v, jnp.float32) for v in xi]
     lam, xi, value = _ascend(arch, _theta(params), x, lam, xi, jnp.asarray(sweeps))

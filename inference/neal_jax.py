@@ -158,8 +158,8 @@ def _init(params: SBNParams, train, seed: int = 0, *, lr, optimizer, sweeps, cha
 def _run(run: _Run, num_steps: int):
     state, info = _run_steps(run.state, run.x, run.lr, optimizer=run.optimizer, sweeps=run.sweeps,
                              batch_size=run.batch_size, num_steps=int(num_steps))
-    return run._replace(state=state), {"objective": float(info.objective[-1]),
-                                       "flip_rate": float(info.flip_rate[-1])}
+    return run._replace(state=state), {"objective": float(jnp.mean(info.objective)),
+                                       "flip_rate": float(jnp.mean(info.flip_rate))}
 
 
 def _get_params(run) -> SBNParams:

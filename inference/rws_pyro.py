@@ -327,6 +327,13 @@ def _run(state: PyroRWSState, num_steps: int):
                 theta_loss, phi_loss = state.objective.loss_and_grads(
                     pyro_sbn.model, pyro_sbn.recognition_guide, state.like, state.train[idx])
                 objective = -theta_loss / state.batch_size  # its batch-joint bound, per data point
+                # its loss sums over the batch: scale the gradients (not the sites, which would
+                # temper its weights) so that lr means the same as for the per-point methods
+                for opt in (state.theta_optim, state.phi_optim):
+                    for group in opt.param_groups:
+                        for p in group["params"]:
+                            if p.grad is not None:
+                                p.grad.div_(state.batch_size)
             for opt in (state.theta_optim, state.phi_optim):
                 opt.step()
                 opt.zero_grad(set_to_none=True)

@@ -23,6 +23,8 @@ class Architecture:
     connectivity: str = "layered"
 
     def __post_init__(self):
+        if any(isinstance(s, bool) or int(s) != s for s in self.sizes):
+            raise ValueError(f"layer widths must be whole numbers, got sizes {list(self.sizes)}")
         sizes = tuple(int(s) for s in self.sizes)
         object.__setattr__(self, "sizes", sizes)
         if len(sizes) < 2:

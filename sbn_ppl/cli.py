@@ -74,6 +74,8 @@ def _cmd_evaluate(args) -> None:
     data = load_dataset(args.data)
     x = data.test if args.split == "test" else data.train
     if args.limit is not None:
+        if args.limit < 1:
+            raise ValueError(f"--limit must be at least 1, got {args.limit}")
         x = x[: args.limit]
     ais = {}
     if args.estimator == "ais":

@@ -179,7 +179,8 @@ def log_mean_exp(log_weight_chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, n
     """``log (1/K) sum_k w_k`` for each column, from chunks ``(K_i, N)`` of log-weights.
 
     Runs in log space with a running maximum, so no weight overflows; also returns the
-    delta-method standard error ``sd(w) / (sqrt(K) mean(w))`` of each estimate.
+    delta-method standard error ``sd(w) / (sqrt(K) mean(w))`` of each estimate (``sd`` with
+    ``K - 1`` degrees of freedom; NaN for a single sample, where it cannot be estimated).
     """
     log_max, s1, s2, k = None, None, None, 0
     for log_w in log_weight_chunks:
@@ -195,7 +196,9 @@ def log_mean_exp(log_weight_chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, n
     if log_max is None:
         raise ValueError("no importance weights: the number of samples must be at least 1")
     mean_w = s1 / k
-    var_w = np.maximum(s2 / k - mean_w**2, 0.0)
+    if k == 1:
+        return log_max + np.log(mean_w), np.full_like(mean_w, np.nan)
+    var_w = np.maximum(s2 / k - mean_w**2, 0.0) * k / (k - 1)
     return log_max + np.log(mean_w), np.sqrt(var_w / k) / mean_w
 
 
@@ -247,6 +250,8 @@ def score(
     **ais_options,
 ) -> LogLikelihood:
     """Estimate ``log p(x_n)`` with the named estimator (``exact``, ``is`` or ``ais``)."""
+    if ais_options and estimator != "ais":
+        raise ValueError(f"option(s) {', '.join(sorted(ais_options))} apply to the 'ais' estimator only")
     if estimator == "exact":
         ll = exact_log_likelihood(params, x)
         return LogLikelihood(ll, np.zeros_like(ll), "exact")

@@ -322,7 +322,9 @@ def _run(m: Method, params0: SBNParams, dataset: Dataset, train_x, curve_x, opts
     def on_finish(state):
         if m.bound is not None:
             with _one_blas_thread():
-                finished["bound"] = float(np.mean(np.asarray(m.bound(state, dataset.test), dtype=np.float64)))
+                value = m.bound(state, dataset.test)
+            if value is not None:
+                finished["bound"] = float(np.mean(np.asarray(value, dtype=np.float64)))
 
     try:
         start = {"step": 0, "seconds": 0.0, **on_checkpoint(params0, None)}  # the common starting point

@@ -13,7 +13,9 @@ A :class:`Method` is a record of pure functions (no subclassing):
   the method's guide, if it has one).
 * ``guide``: ``"recognition"``, ``"mean_field"`` or ``None``: the named guide that
   importance sampling can use to score the method's parameters.
-* ``bound(state, x) -> (N,)``: optional, the method's own lower bound on ``log p(x_n)``.
+* ``bound(state, x) -> (N,) | None``: optional, the method's own lower bound on
+  ``log p(x_n)``; ``None`` where this state has no bound on new data (a guide with
+  per-training-point parameters, say).
 
 Algorithms register here by import path, so importing this module imports no backend.
 """

@@ -35,3 +35,8 @@ def test_bad_architectures_are_rejected(spec):
 def test_unknown_connectivity():
     with pytest.raises(ValueError, match="connectivity"):
         Architecture((3, 2), "sparse")
+
+
+def test_non_integer_widths_are_rejected():
+    with pytest.raises(ValueError, match="whole numbers"):
+        Architecture((8.9, 3.5))

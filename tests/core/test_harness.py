@@ -308,3 +308,12 @@ def test_the_callers_pyro_parameters_survive_a_comparison():
     compare(DATA, methods=[exact_ascent(), on_pyro], progress=False, **BUDGET)
     assert list(pyro.get_param_store().keys()) == ["mine"] and pyro.param("mine").item() == 3.0
     pyro.clear_param_store()
+
+
+@pytest.mark.parametrize("backend", ["numpyro", "pyro"])
+def test_a_method_without_a_bound_on_new_data_is_still_scored(backend):
+    """Local mean field has parameters for its training points only: no own bound on the
+    test set, but the yardstick (exact here) still scores it."""
+    (r,) = compare(DATA, methods=[f"mean-field-svi:{backend}"], options={"amortised": False}, progress=False, **BUDGET)
+    assert r["error"] is None
+    assert r["bound"] is None and np.isfinite(r["test_log_likelihood"])
