@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import math
+
 import numpy as np
 
 MEAN_FIELD_BASELINES = ("none", "decaying", "nvil")
@@ -39,3 +41,13 @@ def check_mean_field_options(opts: dict, defaults: Mapping[str, Any], optimizers
     check_choice("optimizer", opts["optimizer"], optimizers)
     return {**opts, "amortised": bool(opts["amortised"]), "batch_size": int(opts["batch_size"]),
             "num_particles": int(opts["num_particles"])}
+
+
+def check_training_options(lr, batch_size, optimizer, optimizers) -> None:
+    """``ValueError`` unless ``lr > 0`` (finite), ``batch_size >= 1`` and ``optimizer`` is known."""
+    if not (float(lr) > 0 and math.isfinite(float(lr))):
+        raise ValueError(f"the learning rate must be a positive number, got {lr!r}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if optimizer not in optimizers:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(optimizers)}")

@@ -44,6 +44,7 @@ from numpyro.infer import SVI
 from numpyro.infer.elbo import ELBO, MultiFrameTensor, get_nonreparam_deps
 from numpyro.infer.util import get_importance_trace
 
+from sbn_ppl.inference.mean_field_local import local_keys, with_local_params
 from sbn_ppl.inference.checks import MEAN_FIELD_BASELINES, check_choice, check_mean_field_options
 from sbn_ppl.architecture import site_name
 from sbn_ppl.methods import Method
@@ -59,21 +60,6 @@ DECAY = 0.9  # Pyro's default baseline_beta
 
 
 # -- the local guide -------------------------------------------------------------------------
-
-
-def local_keys(arch) -> list[str]:
-    """``q_mf_local_<l>``: free logits of the local mean-field guide, shape ``(N_train, n_l)``."""
-    return [f"q_mf_local_{l}" for l in range(1, arch.num_layers + 1)]
-
-
-def with_local_params(params: SBNParams, num_data: int) -> SBNParams:
-    """``params`` plus zero local logits (``mu = 1/2``) for ``num_data`` training cases, if absent."""
-    arch = params.architecture
-    for k in local_keys(arch):
-        if k in params and params[k].shape[0] != num_data:
-            raise ValueError(f"{k} holds logits for {params[k].shape[0]} data points, but the data has {num_data}")
-    new = {k: np.zeros((num_data, arch.sizes[int(k.rsplit("_", 1)[1])])) for k in local_keys(arch) if k not in params}
-    return params.replace(**new) if new else params
 
 
 def local_mean_field_guide(params: SBNParams, x=None, *, num_samples=None, subsample_size=None, observations=None):

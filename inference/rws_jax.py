@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 from sbn_ppl.architecture import Architecture
-from sbn_ppl.inference.checks import check_rws_options
+from sbn_ppl.inference.checks import check_rws_options, check_training_options
 from sbn_ppl.methods import Method
 from sbn_ppl.models.numpyro_sbn import bernoulli_log_prob, log_joint, preactivation, recognition_logits
 from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
@@ -191,12 +191,7 @@ class JaxRWSMethodState:
 
 
 def _check_training_options(lr, batch_size, optimizer):
-    if not (float(lr) > 0 and math.isfinite(float(lr))):
-        raise ValueError(f"the learning rate must be a positive number, got {lr!r}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if optimizer not in _OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(_OPTIMIZERS)}")
+    check_training_options(lr, batch_size, optimizer, _OPTIMIZERS)
 
 
 def _make_run(step, batch_size: int):

@@ -37,7 +37,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match, warn_if_nan
 
-from sbn_ppl.inference.checks import check_rws_options
+from sbn_ppl.inference.checks import check_rws_options, check_training_options
 from sbn_ppl.evaluation import LogLikelihood, log_mean_exp
 from sbn_ppl.methods import Method
 from sbn_ppl.models import pyro_sbn
@@ -282,12 +282,7 @@ class PyroRWSState:
 
 
 def _check_training_options(lr, batch_size, optimizer):
-    if not (float(lr) > 0 and math.isfinite(float(lr))):
-        raise ValueError(f"the learning rate must be a positive number, got {lr!r}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if optimizer not in _OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(_OPTIMIZERS)}")
+    check_training_options(lr, batch_size, optimizer, _OPTIMIZERS)
 
 
 def _init(objective, per_point, params: SBNParams, train, seed, k, lr, batch_size, optimizer) -> PyroRWSState:
