@@ -44,7 +44,7 @@ from numpyro.infer import SVI
 from numpyro.infer.elbo import ELBO, MultiFrameTensor, get_nonreparam_deps
 from numpyro.infer.util import get_importance_trace
 
-from sbn_ppl.inference.mean_field_local import local_keys, with_local_params
+from sbn_ppl.inference.mean_field_local import GradientMoments, local_keys, with_local_params
 from sbn_ppl.inference.checks import MEAN_FIELD_BASELINES, check_choice, check_mean_field_options
 from sbn_ppl.architecture import site_name
 from sbn_ppl.methods import Method
@@ -312,16 +312,6 @@ def _mc_log_weights(params, x, key, num_particles):
 # -- gradient variance (tests and benchmark) -------------------------------------------------
 
 
-class GradientMoments(NamedTuple):
-    mean: dict[str, np.ndarray]  # E[g] per guide parameter (gradient of the ELBO, ascent direction)
-    variance: dict[str, np.ndarray]  # Var[g] per element (ddof 1)
-
-    @property
-    def total_variance(self) -> float:
-        """``sum_j Var[g_j]`` over all guide parameter elements."""
-        return float(sum(v.sum() for v in self.variance.values()))
-
-
 def guide_gradient_moments(params: SBNParams, x, baseline: str = "none", *, num_samples: int = 200,
                            warmup: int = 200, lr: float = 1e-2, seed: int = 0,
                            amortised: bool = True, subsample_size: int | None = None,
@@ -378,7 +368,7 @@ def guide_gradient_moments(params: SBNParams, x, baseline: str = "none", *, num_
     keys_all = random.split(random.PRNGKey(seed + 1), warmup + num_samples)
     samples = moments((pm, mutable, opt_state), keys_all[:warmup], keys_all[warmup:])
     stacked = {k: np.asarray(v, np.float64) for k, v in samples.items()}
-    return GradientMoments({k: v.mean(0) for k, v in stacked.items()}, {k: v.var(0, ddof=1) for k, v in stacked.items()})
+    return GradientMoments.from_samples(stacked)
 
 
 # -- checks and the Method record ------------------------------------------------------------

@@ -32,7 +32,7 @@ import pyro.optim
 import torch
 from pyro import poutine
 
-from sbn_ppl.inference.mean_field_local import local_keys, with_local_params
+from sbn_ppl.inference.mean_field_local import GradientMoments, local_keys, with_local_params
 from sbn_ppl.inference.checks import MEAN_FIELD_BASELINES, check_choice, check_mean_field_options
 from sbn_ppl.architecture import site_name
 from sbn_ppl.methods import Method
@@ -261,16 +261,6 @@ def bound(state: MeanFieldSVIState, x, num_particles: int = 100, seed: int = 0) 
 # -- gradient variance (tests and benchmark) -------------------------------------------------
 
 
-class GradientMoments(NamedTuple):
-    mean: dict[str, np.ndarray]  # E[g] per guide parameter (gradient of the ELBO, ascent direction)
-    variance: dict[str, np.ndarray]  # Var[g] per element (ddof 1)
-
-    @property
-    def total_variance(self) -> float:
-        """``sum_j Var[g_j]`` over all guide parameter elements."""
-        return float(sum(v.sum() for v in self.variance.values()))
-
-
 def guide_gradient_moments(params: SBNParams, x, baseline: str = "none", *, num_samples: int = 200,
                            warmup: int = 200, lr: float = 1e-2, seed: int = 0, warmup_pool=None) -> GradientMoments:
     """Moments of the single-sample ``TraceGraph_ELBO`` gradient w.r.t. the amortised guide's parameters.
@@ -312,7 +302,7 @@ def guide_gradient_moments(params: SBNParams, x, baseline: str = "none", *, num_
     finally:
         pyro.util.set_rng_state(outer)
     stacked = {k: np.stack(v) for k, v in samples.items()}
-    return GradientMoments({k: v.mean(0) for k, v in stacked.items()}, {k: v.var(0, ddof=1) for k, v in stacked.items()})
+    return GradientMoments.from_samples(stacked)
 
 
 # -- checks and the Method record ------------------------------------------------------------
