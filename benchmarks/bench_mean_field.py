@@ -29,9 +29,9 @@ from numpyro.infer import SVI, TraceGraph_ELBO
 
 from sbn_ppl import SBNParams
 from sbn_ppl.data import load_digits, synthetic
-from sbn_ppl.inference import mean_field_fixed_point as fp
-from sbn_ppl.inference import mean_field_numpyro as mn
-from sbn_ppl.inference import mean_field_pyro as mp
+from sbn_ppl.inference.fixed_point import numpyro as fp
+from sbn_ppl.inference.mean_field import numpyro as mn
+from sbn_ppl.inference.mean_field import pyro as mp
 from sbn_ppl.models import numpyro_sbn
 
 BATCH = 100

@@ -5,7 +5,7 @@ wake-phi (insomnia = 1):
 
 * ``stock-pyro``: ``pyro.infer.ReweightedWakeSleep`` (vectorised particles) on our Pyro model
   and recognition guide, two torch optimisers, the batch passed as the data;
-* ``ours-pyro``: our :class:`sbn_ppl.inference.rws_pyro.ReweightedWakeSleep`, the same loop and
+* ``ours-pyro``: our :class:`sbn_ppl.inference.rws.pyro.ReweightedWakeSleep`, the same loop and
   the same traces, per-data-point weights;
 * ``ours-pyro-minibatch``: the harness method ``rws`` (pyro): the batch drawn by the model's
   ``data`` plate (``subsample_size``), loss scaled per data point;
@@ -33,8 +33,8 @@ import pyro
 import torch
 
 from sbn_ppl import SBNParams
-from sbn_ppl.inference import rws_jax
-from sbn_ppl.inference.rws_pyro import ReweightedWakeSleep, rws_method
+from sbn_ppl.inference.rws import numpyro as rws_jax
+from sbn_ppl.inference.rws.pyro import ReweightedWakeSleep, rws_method
 from sbn_ppl.models import pyro_sbn
 
 BATCH = 100

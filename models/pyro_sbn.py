@@ -84,30 +84,78 @@ def _data_size(x, num_samples):
     return num_samples
 
 
-def model(params: SBNParams, x: torch.Tensor | None = None, *, num_samples: int | None = None, subsample_size=None):
+def _as_index(subsample):
+    """``subsample`` as a 1-d long tensor (or ``None``)."""
+    if subsample is None:
+        return None
+    idx = torch.as_tensor(subsample)
+    if idx.dim() != 1 or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+        raise ValueError(f"subsample must be a 1-d integer array of data indices, got {idx.dtype}{tuple(idx.shape)}")
+    return idx.long()
+
+
+def _data_plate(size, subsample_size, subsample, dim):
+    """The ``"data"`` plate: all ``size`` points, ``subsample_size`` drawn ones, or the rows ``subsample``.
+
+    Pyro scales every log-density inside it by ``size / B`` (``B`` the batch size)."""
+    return pyro.plate("data", size, subsample_size=subsample_size, subsample=subsample, dim=dim)
+
+
+def _rows(x, idx, subsampled):
+    return x.index_select(-2, idx) if subsampled else x
+
+
+def model(params: SBNParams, x: torch.Tensor | None = None, *, num_samples: int | None = None,
+          subsample_size: int | None = None, subsample=None, unit_plates: bool = False):
     """The SBN ``p(hL) ... p(h1 | h2) p(x | h1)`` (``dense``: ``p(h_l | all layers above)``).
 
     :param params: :class:`~sbn_ppl.SBNParams` (initial values of the ``pyro.param`` sites).
     :param x: observed data ``(N, D)`` of 0./1., or ``None`` to sample ``x`` as well.
     :param num_samples: how many ancestral samples to draw when ``x`` is ``None``.
-    :param subsample_size: mini-batch size for the ``"data"`` plate.
+    :param subsample_size: mini-batch size ``B`` for the ``"data"`` plate (indices drawn at random).
+    :param subsample: the mini-batch itself, a 1-d array of ``B`` row indices of ``x``; log
+        densities are scaled by ``N / B`` as with ``subsample_size``. If both are given they
+        must agree.
+    :param unit_plates: the site layout (both give the same ``log p(x, h)`` and site names):
+
+        - ``False`` (default): one site per layer, ``Bernoulli(logits=a).to_event(1)`` of
+          shape ``(N, n_l)``, inside the ``"data"`` plate at ``dim=-1``. This is the layout
+          of :func:`recognition_guide` and :func:`mean_field_guide`; use it for SVI and
+          any other model/guide inference.
+        - ``True``: the old layout, an elementwise Bernoulli inside a plate over the layer's
+          units (``"units_<site>"``, ``dim=-1``) inside the ``"data"`` plate (``dim=-2``),
+          for inference that needs elementwise discrete sites: a ``.to_event(1)`` Bernoulli
+          has no ``enumerate_support``, so Pyro's enumeration (``TraceEnum_ELBO``,
+          ``infer_discrete``, ``config_enumerate``) cannot use the default layout.
+
+        Pairings with the guides under Pyro: the default model with either guide works with
+        every ELBO (``Trace_ELBO``, ``TraceGraph_ELBO``, ``ReweightedWakeSleep``).
+        ``unit_plates=True`` with either guide is refused by Pyro's validation (on by
+        default): ``check_model_guide_match`` raises "Model and guide event_dims disagree
+        at site 'h1': 0 vs 1" (pyro 1.9). A guide of your own that puts each unit of a layer in a
+        plate must be paired with ``unit_plates=True`` (and must tell the truth: units of a
+        layer independent given everything sampled before them).
     :returns: the list of layers ``[x, h1, ..., hL]``.
     """
     arch = params.architecture
     theta = _params(params, generative_keys(arch))
+    subsample = _as_index(subsample)
+    subsampled = subsample is not None or subsample_size is not None
     layers: list = [None] * (arch.num_layers + 1)
-    with pyro.plate("data", _data_size(x, num_samples), subsample_size=subsample_size, dim=-2) as idx:
+    plate = _data_plate(_data_size(x, num_samples), subsample_size, subsample, dim=-2 if unit_plates else -1)
+    with plate as idx:
         for l in range(arch.num_layers, -1, -1):
-            obs = None
-            if l == 0 and x is not None:
-                obs = x if subsample_size is None else x.index_select(-2, idx)
-            with pyro.plate(f"units_{site_name(l)}", arch.sizes[l], dim=-1):
-                a = preactivation(arch, theta, layers, l)
-                layers[l] = pyro.sample(site_name(l), dist.Bernoulli(logits=a), obs=obs)
+            obs = _rows(x, idx, subsampled) if l == 0 and x is not None else None
+            a = preactivation(arch, theta, layers, l)
+            if unit_plates:
+                with pyro.plate(f"units_{site_name(l)}", arch.sizes[l], dim=-1):
+                    layers[l] = pyro.sample(site_name(l), dist.Bernoulli(logits=a), obs=obs)
+            else:
+                layers[l] = pyro.sample(site_name(l), dist.Bernoulli(logits=a).to_event(1), obs=obs)
     return layers
 
 
-def _guide(params, x, num_samples, subsample_size, observations, logits_fn, keys):
+def _guide(params, x, num_samples, subsample_size, subsample, observations, logits_fn, keys):
     arch = params.architecture
     # sleep phase (pyro.infer.ReweightedWakeSleep): x is the model's own sample, already batched
     x_obs = observations.get("x") if observations else None
@@ -115,31 +163,41 @@ def _guide(params, x, num_samples, subsample_size, observations, logits_fn, keys
         raise ValueError("the guide needs data x (or observations={'x': ...})")
     size = x.shape[-2] if x is not None else (num_samples if num_samples is not None else x_obs.shape[-2])
     phi = _params(params, keys)
+    subsample = _as_index(subsample)
+    subsampled = subsample is not None or subsample_size is not None
     layers: list = [None] * (arch.num_layers + 1)
-    with pyro.plate("data", size, subsample_size=subsample_size, dim=-2) as idx:
-        if x_obs is not None:
-            layers[0] = x_obs
-        else:
-            layers[0] = x if subsample_size is None else x.index_select(-2, idx)
+    with _data_plate(size, subsample_size, subsample, dim=-1) as idx:
+        layers[0] = x_obs if x_obs is not None else _rows(x, idx, subsampled)
         for l in range(1, arch.num_layers + 1):
-            with pyro.plate(f"units_{site_name(l)}", arch.sizes[l], dim=-1):
-                layers[l] = pyro.sample(site_name(l), dist.Bernoulli(logits=logits_fn(arch, phi, layers, l)))
+            # one site per layer: its units are independent given x and the layers sampled
+            # before it, but a layer depends on all of them, which no plate may hide from
+            # a TraceGraph ELBO (it prunes the learning signal by plates)
+            logits = logits_fn(arch, phi, layers, l)
+            layers[l] = pyro.sample(site_name(l), dist.Bernoulli(logits=logits).to_event(1))
     return layers
 
 
-def recognition_guide(params: SBNParams, x=None, *, num_samples=None, subsample_size=None, observations=None):
+def recognition_guide(params: SBNParams, x=None, *, num_samples=None, subsample_size=None, subsample=None,
+                      observations=None):
     """The recognition network ``q(h1 | x) q(h2 | h1) ...`` (Helmholtz machine's ``r``).
 
-    Takes the model's arguments. ``observations={"x": ...}`` (the sleep phase of
-    ``pyro.infer.ReweightedWakeSleep``) replaces ``x``.
+    Takes the model's arguments (``subsample_size`` / ``subsample`` select the same
+    mini-batch as in :func:`model`; under ``SVI`` the model replays the guide's indices).
+    ``observations={"x": ...}`` (the sleep phase of ``pyro.infer.ReweightedWakeSleep``)
+    replaces ``x``. Each layer is one ``Bernoulli(...).to_event(1)`` site inside the
+    ``"data"`` plate (``dim=-1``): pair it with :func:`model` in its default layout.
     """
-    return _guide(params, x, num_samples, subsample_size, observations, recognition_logits,
+    return _guide(params, x, num_samples, subsample_size, subsample, observations, recognition_logits,
                   recognition_keys(params.architecture))
 
 
-def mean_field_guide(params: SBNParams, x=None, *, num_samples=None, subsample_size=None, observations=None):
-    """Amortised mean field: every hidden unit independent given ``x``, ``logit mu = q_mf_b + x @ q_mf_W``."""
-    return _guide(params, x, num_samples, subsample_size, observations,
+def mean_field_guide(params: SBNParams, x=None, *, num_samples=None, subsample_size=None, subsample=None,
+                     observations=None):
+    """Amortised mean field: every hidden unit independent given ``x``, ``logit mu = q_mf_b + x @ q_mf_W``.
+
+    Same arguments and site layout as :func:`recognition_guide`.
+    """
+    return _guide(params, x, num_samples, subsample_size, subsample, observations,
                   lambda arch, phi, layers, l: mean_field_logits(phi, layers[0], l),
                   mean_field_keys(params.architecture))
 

@@ -1,8 +1,13 @@
-"""``sbn-ppl``: the command line. Errors are one line on stderr and exit status 2."""
+"""``sbn-ppl``: the command line. Errors are one line on stderr and exit status 2.
+
+The flags of ``fit`` come from the registered methods' option schemas, and those of
+``compare`` from :class:`~sbn_ppl.config.CompareConfig`: nothing here is kept in sync by hand.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -10,7 +15,12 @@ import numpy as np
 
 from . import __version__
 
+COMPARE_DEFAULT_OUT = "runs/compare"
+FIT_DEFAULT_OUT = "runs/fit"
+SPLITS = ("train", "valid", "test", "all")
 
+
+# -- info, sample ---------------------------------------------------------------------------------
 def _cmd_info(args) -> None:
     from importlib import metadata
 
@@ -34,7 +44,7 @@ def _cmd_info(args) -> None:
     except ImportError:
         devices["jax"] = None
     info["devices"] = devices
-    from .methods import backends_of, method_names
+    from .inference import backends_of, method_names
 
     info["methods"] = {name: backends_of(name) for name in method_names()}
     print(json.dumps(info, indent=2))
@@ -42,175 +52,179 @@ def _cmd_info(args) -> None:
 
 def _cmd_sample(args) -> None:
     from . import density
+    from .files import write_atomic
     from .params import SBNParams
+    from .resources import check_memory
 
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
     params = SBNParams.load(args.params)
+    check_memory(args.n * sum(params.architecture.sizes) * 8.0 * 2, f"--n {args.n} samples")
     x = density.sample_prior(params, args.n, np.random.default_rng(args.seed))[0].astype(np.int8)
     if args.out:
         if args.out.endswith(".npy"):
-            from .files import write_atomic
             import io
 
             buf = io.BytesIO()
             np.save(buf, x)
             write_atomic(args.out, buf.getvalue())
         else:
-            from .files import write_atomic
-
             write_atomic(args.out, "\n".join(" ".join(map(str, row)) for row in x) + "\n")
         print(f"wrote {args.n} samples of {x.shape[1]} units to {args.out}", file=sys.stderr)
     else:
         np.savetxt(sys.stdout, x, fmt="%d")
 
 
+# -- evaluate ------------------------------------------------------------------------------------
 def _cmd_evaluate(args) -> None:
-    from .data import load_dataset
-    from .evaluation import score
+    from .data import load_dataset, random_subset
     from .params import SBNParams
+    from .yardstick import score
 
     params = SBNParams.load(args.params)
-    data = load_dataset(args.data)
-    x = data.test if args.split == "test" else data.train
+    data = load_dataset(args.data, width=params.architecture.visible_size)
+    split = args.split or ("all" if data.split_from_one_array else "test")
+    if data.split_from_one_array and args.split is None:
+        print(f"sbn-ppl: {data.name} is one array without splits: scoring all of it (--split to choose)",
+              file=sys.stderr)
+    x = data.split(split)
+    total = len(x)
     if args.limit is not None:
         if args.limit < 1:
             raise ValueError(f"--limit must be at least 1, got {args.limit}")
-        x = x[: args.limit]
-    ais = {}
-    if args.estimator == "ais":
-        ais = {k: v for k, v in (("num_temperatures", args.temperatures), ("num_chains", args.chains)) if v is not None}
-    result = score(params, x, args.estimator, num_particles=args.k, guide=args.guide, seed=args.seed, **ais)
-    print(json.dumps({
-        "log_likelihood": result.mean,
-        "stderr": result.mean_stderr,
+        x = random_subset(x, min(args.limit, total), args.seed)
+    options = _estimator_options(args, params)
+    result = score(params, x, args.estimator, seed=args.seed, progress=not args.quiet, **options)
+    out = {
+        "log_likelihood": _finite(result.mean),
+        "stderr": _finite(result.mean_stderr),
         "estimator": result.estimator,
         "n": int(len(x)),
+        "of": int(total),
         "data": data.name,
-        "split": args.split,
+        "split": split,
         "params": os.path.abspath(args.params),
-    }))
+    }
+    if result.ess is not None:
+        out.update({k: _finite(v) for k, v in result.summary().items()})
+    warnings = list(getattr(result, "warnings", []) or [])
+    if warnings:
+        out["warnings"] = warnings
+        for w in warnings:
+            print(f"sbn-ppl: warning: {w}", file=sys.stderr)
+    if len(x) < total:
+        print(f"sbn-ppl: scored a seeded random {len(x)} of the {total} points of split {split!r}", file=sys.stderr)
+    print(json.dumps(out))
 
 
-def _fit_options(args) -> dict:
-    options = {}
-    for flag, name in (("lr", "lr"), ("batch_size", "batch_size"), ("k", "k"), ("insomnia", "insomnia"),
-                       ("sweeps", "sweeps"), ("optimizer", "optimizer"), ("chains", "chains")):
-        value = getattr(args, flag)
-        if value is not None:
-            options[name] = value
-    if args.amortised is not None:
-        options["amortised"] = args.amortised
-    for item in args.option or []:
-        if "=" not in item:
-            raise ValueError(f"--option takes name=value, got {item!r}")
-        name, value = item.split("=", 1)
-        options[name] = _parse_value(value)
-    return options
+def _estimator_options(args, params) -> dict:
+    """The options of the chosen estimator; options of another estimator are refused, not dropped."""
+    given = {"--guide": args.guide, "--is-particles": args.is_particles,
+             "--ais-temperatures": args.ais_temperatures, "--ais-chains": args.ais_chains}
+    applies = {"exact": (), "is": ("--guide", "--is-particles"), "ais": ("--ais-temperatures", "--ais-chains")}
+    stray = [flag for flag, value in given.items() if value is not None and flag not in applies[args.estimator]]
+    if stray:
+        raise ValueError(f"{', '.join(stray)} do(es) not apply to --estimator {args.estimator}")
+    if args.estimator == "is":
+        return {"guide": args.guide or _trained_guide(params), "is_particles": args.is_particles or 1000}
+    if args.estimator == "ais":
+        return {k: v for k, v in (("ais_temperatures", args.ais_temperatures), ("ais_chains", args.ais_chains))
+                if v is not None}
+    return {}
 
 
-def _parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+def _trained_guide(params) -> str:
+    """The guide a parameter file was trained with (a fitted file holds only that one)."""
+    present = [g for g in ("recognition", "mean_field") if params.has_guide(g)]
+    if len(present) == 1:
+        return present[0]
+    if not present:
+        raise ValueError("the parameter file holds no guide to importance-sample with; use --estimator exact or "
+                         "ais (or fit a guide post hoc)")
+    raise ValueError("the parameter file holds both guides (an untrained one may be among them); "
+                     "say which one to use with --guide recognition|mean_field")
 
 
+def _finite(value):
+    return value if value is not None and math.isfinite(value) else None
+
+
+# -- fit -----------------------------------------------------------------------------------------
 def _cmd_fit(args) -> None:
     from .architecture import Architecture
+    from .config import DEFAULT_HIDDEN
     from .data import load_dataset
     from .fitting import fit
+    from .inference import get_method
     from .params import SBNParams
 
+    method = get_method(args.method, args.backend)
     data = load_dataset(args.data)
-    arch = Architecture.parse(args.arch, args.connectivity)
+    arch = Architecture.parse(args.arch or (data.visible_size,) + DEFAULT_HIDDEN, args.connectivity)
     if arch.visible_size != data.visible_size:
         raise ValueError(
             f"architecture {arch} has {arch.visible_size} visible units but data {data.name!r} has {data.visible_size}"
         )
-    params = SBNParams.init(arch, seed=args.seed)
-    result = fit(args.method, params, data.train, backend=args.backend, steps=args.steps, seconds=args.seconds,
-                 seed=args.seed, options=_fit_options(args), checkpoint_every=args.checkpoint_every,
-                 out=args.out, progress=not args.quiet)
+    options = _fit_options(args, method)
+    guides = tuple(g for g in (method.guide,) if g in ("recognition", "mean_field"))
+    params = SBNParams.init(arch, seed=args.seed, guide=guides, connectivity=arch.connectivity)
+    result = fit(method, params, data.train, steps=args.steps, seconds=args.seconds, epochs=args.epochs,
+                 batch_size=args.batch_size, seed=args.seed, options=options,
+                 checkpoint_every=args.checkpoint_every, out=args.out, overwrite=args.overwrite,
+                 resume=args.resume, progress=not args.quiet)
     last = result.metrics[-1]
     print(json.dumps({"method": result.method, "backend": result.backend, "steps": last["step"],
-                      "seconds": last["seconds"], "objective": last["objective"],
-                      "params": os.path.join(args.out, "params.npz"),
+                      "epochs": last.get("epoch"), "seconds": last["seconds"], "objective": last["objective"],
+                      "guide": method.guide, "params": os.path.join(args.out, "params.npz"),
                       "metrics": os.path.join(args.out, "metrics.json")}))
 
 
-# -- compare --------------------------------------------------------------------------------------
-# Every option of `compare`, as written on the command line (dashes) or in the TOML file
-# (dashes or underscores), with the type its value must have and the compare() argument it sets.
-_COMPARE_OPTIONS = {
-    "data": (str, "data"), "arch": (str, "arch"), "connectivity": (str, "connectivity"),
-    "methods": ((str, list), "methods"), "backend": (str, "backend"), "steps": (int, "steps"),
-    "seconds": ((int, float), "seconds"), "seed": (int, "seed"), "out": (str, "out"), "resume": (bool, "resume"),
-    "checkpoints": (int, "checkpoints"), "curve_points": (int, "curve_points"),
-    "train_points": (int, "train_points"), "estimator": (str, "estimator"), "k": (int, "num_particles"),
-    "temperatures": (int, "ais_temperatures"), "chains": (int, "ais_chains"), "data_bias": (bool, "data_bias"),
-    "quiet": (bool, "quiet"), "lr": ((int, float), "lr"), "batch_size": (int, "batch_size"),
-    "options": (dict, "options"),
-}
-COMPARE_DEFAULT_OUT = "runs/compare"
-
-
-def load_compare_config(path: str) -> dict:
-    """A TOML file of `compare` options (the command line's names; ``[options]`` and
-    ``[options.<method>]`` tables for method options), checked name by name."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    if not os.path.exists(path):
-        raise ValueError(f"config file {path!r} does not exist")
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"cannot read config file {path!r}: {e}") from None
-    config = {}
-    for key, value in raw.items():
-        name = key.replace("-", "_")
-        if name not in _COMPARE_OPTIONS:
-            raise ValueError(f"config file {path!r}: unknown option {key!r}; "
-                             f"expected some of {', '.join(sorted(_COMPARE_OPTIONS))}")
-        kind = _COMPARE_OPTIONS[name][0]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise ValueError(f"config file {path!r}: {key} must be {names}, got {value!r}")
-        config[name] = value
-    return config
-
-
-def compare_arguments(args) -> dict:
-    """The keyword arguments of :func:`sbn_ppl.compare`: the config file's values, then the
-    command line's (which win), then the CLI's own default output folder."""
-    merged = load_compare_config(args.config) if args.config else {}
-    for name in _COMPARE_OPTIONS:
-        value = getattr(args, name, None)
-        if value is not None and name != "options":
-            merged[name] = value
-    options = {k: (dict(v) if isinstance(v, dict) else v) for k, v in merged.pop("options", {}).items()}
-    for name in ("lr", "batch_size"):
-        if name in merged:
-            options[name] = merged.pop(name)
+def _fit_options(args, method) -> dict:
+    options = {}
+    for option in _method_schema().values():
+        value = getattr(args, "opt_" + option.name, None)
+        if value is not None:
+            if option.name not in method.defaults:
+                raise ValueError(f"method {method.name!r} ({method.backend}) has no option {option.flag}; its "
+                                 f"options are: {', '.join('--' + n.replace('_', '-') for n in method.defaults)}")
+            options[option.name] = value
     for item in args.option or []:
         name, value = _split_option(item)
-        method, dot, option = name.rpartition(".")
-        if dot:
-            options.setdefault(method, {})[option] = value
+        options[name] = value
+    return options
+
+
+def _method_schema():
+    from .inference import option_schema
+
+    return option_schema()
+
+
+def _option_type(option):
+    default = option.default
+    if isinstance(default, bool):
+        return None
+    if isinstance(default, int):
+        return int
+    if isinstance(default, float):
+        return float
+    if default is None:
+        return _parse_value
+    return str
+
+
+def _add_method_flags(p) -> None:
+    g = p.add_argument_group("method options (each method takes some; `sbn-ppl info` lists the methods)")
+    for option in _method_schema().values():
+        help_ = f"{option.help} (default {option.default!r})"
+        choices = getattr(option.check, "choices", None)
+        if isinstance(option.default, bool):
+            g.add_argument(option.flag, dest="opt_" + option.name, action=argparse.BooleanOptionalAction,
+                           default=None, help=help_)
         else:
-            options[name] = value
-    kwargs = {_COMPARE_OPTIONS[name][1]: value for name, value in merged.items()}
-    kwargs["progress"] = not kwargs.pop("quiet", False)
-    kwargs.setdefault("out", COMPARE_DEFAULT_OUT)
-    if options:
-        kwargs["options"] = options
-    return kwargs
+            g.add_argument(option.flag, dest="opt_" + option.name, type=_option_type(option), choices=choices,
+                           metavar=option.name.upper(),
+                           default=None, help=help_)
 
 
 def _split_option(item: str):
@@ -220,21 +234,63 @@ def _split_option(item: str):
     return name.strip(), _parse_value(value)
 
 
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+# -- compare -------------------------------------------------------------------------------------
+def compare_arguments(args) -> dict:
+    """The keyword arguments of :func:`sbn_ppl.compare`: the config file's values, then the
+    command line's (which win), then the CLI's own default output folder."""
+    from .config import CompareConfig, cli_fields, load_toml
+
+    merged = dict(load_toml(args.config)) if args.config else {}
+    CompareConfig.from_mapping(merged, where=f"config file {args.config!r}")  # names and types, early
+    merged = {k.replace("-", "_"): v for k, v in merged.items()}
+    for f in cli_fields():
+        value = getattr(args, f.name, None)
+        if value is not None:
+            merged[f.name] = value
+    options = {k: (dict(v) if isinstance(v, dict) else v) for k, v in merged.pop("options", {}).items()}
+    for item in args.option or []:
+        name, value = _split_option(item)
+        method, dot, option = name.rpartition(".")
+        if dot:
+            options.setdefault(method, {})[option] = value
+        else:
+            options[name] = value
+    if args.quiet:
+        merged["progress"] = False
+    merged.pop("quiet", None)
+    merged.setdefault("out", COMPARE_DEFAULT_OUT)
+    if options:
+        merged["options"] = options
+    return merged
+
+
 def _cmd_compare(args) -> int:
     from .harness import compare
-    from .report import markdown_table
+    from .reporting import markdown_table
 
     kwargs = compare_arguments(args)
     records = compare(**kwargs)
     out = kwargs["out"]
     with open(os.path.join(out, "results.json")) as f:
         config = json.load(f)["config"]
-    budget = " and ".join(x for x in (f"{config['steps']} steps" if config["steps"] else "",
-                                      f"{config['seconds']:g} s" if config["seconds"] else "") if x)
-    print(f"{config['data']}, {config['arch']}, seed {config['seed']}, budget {budget} of training per method; "
+    budget = " and ".join(x for x in (f"{config['steps']} steps" if config.get("steps") else "",
+                                      f"{config['epochs']:g} epochs" if config.get("epochs") else "",
+                                      f"{config['seconds']:g} s" if config.get("seconds") else "") if x)
+    seeds = config.get("seeds") or [config["seed"]]
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))}"
+    print(f"{config['data']}, {config['arch']}, {seed_text}, budget {budget} of training per method; "
           f"test log p(x) in nats per data point ({config['estimator']}, {config['test_size']} test points)\n")
     print(markdown_table(records))
-    print(f"\nwrote {os.path.join(out, 'results.json')}, results.csv, learning_curves.png and "
+    print(f"\nwrote {os.path.join(out, 'results.json')}, results.csv, learning_curves.png, report.md and "
           f"<method>-<backend>/params.npz", file=sys.stderr)
     failed = [f"{r['method']} ({r['backend']})" for r in records if r.get("error")]
     if failed:
@@ -243,10 +299,44 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+class _Renamed(argparse.Action):
+    """An option spelled as before 0.2: a one-line error naming the new spelling."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was renamed to {self.new}")
+
+
+def _add_renamed(p, old_to_new: dict) -> None:
+    for old, new in old_to_new.items():
+        p.add_argument(old, action=_Renamed, new=new, dest="renamed_" + old.strip("-"))
+
+
+def _add_compare_flags(p) -> None:
+    from .config import cli_fields
+
+    for f in cli_fields():
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.metadata["types"][0]
+        if f.metadata.get("flag") == "store_true":
+            p.add_argument(flag, dest=f.name, action="store_true", default=None, help=f.metadata["help"])
+        else:
+            p.add_argument(flag, dest=f.name, type=float if kind is float or f.metadata["types"] == (int, float)
+                           else kind, choices=f.metadata.get("choices"), default=None, help=f.metadata["help"])
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line on stderr, exit status 2 (argparse's own status)
+        self.exit(2, f"sbn-ppl: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sbn-ppl", description=__doc__)
+    parser = _Parser(prog="sbn-ppl", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sbn-ppl {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("info", help="versions, backends, devices and methods")
     p.set_defaults(func=_cmd_info)
@@ -260,83 +350,73 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="estimate the mean log-likelihood of a data split")
     p.add_argument("--params", required=True, help="parameter file (.npz)")
-    p.add_argument("--data", default="digits", help="digits, synthetic:<arch>:<seed>, or a file")
-    p.add_argument("--split", choices=("test", "train"), default="test")
+    p.add_argument("--data", default="digits", help="digits, synthetic:<arch>:<seed>, a named benchmark, or a file")
+    p.add_argument("--split", choices=SPLITS,
+                   help="default: test (all of a one-array file, which has no real split)")
     p.add_argument("--estimator", choices=("exact", "is", "ais"), default="exact")
-    p.add_argument("--k", type=int, default=1000, help="importance samples per data point (is)")
-    p.add_argument("--guide", choices=("recognition", "mean_field"), default="recognition", help="guide for is")
-    p.add_argument("--temperatures", type=int, help="AIS: number of intermediate temperatures")
-    p.add_argument("--chains", type=int, help="AIS: independent annealing runs per data point")
-    p.add_argument("--limit", type=int, help="score only the first N data points")
+    p.add_argument("--is-particles", type=int, help="is: importance samples per data point (default 1000)")
+    p.add_argument("--guide", choices=("recognition", "mean_field"), help="is: the guide (default: the one the "
+                                                                          "file was trained with)")
+    p.add_argument("--ais-temperatures", type=int, help="ais: number of intermediate temperatures")
+    p.add_argument("--ais-chains", type=int, help="ais: independent annealing runs per data point")
+    p.add_argument("--limit", type=int, help="score a seeded random subset of N data points")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_renamed(p, {"--k": "--is-particles", "--temperatures": "--ais-temperatures", "--chains": "--ais-chains"})
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("fit", help="fit an SBN with one method; writes DIR/params.npz and DIR/metrics.json")
-    p.add_argument("--method", required=True)
-    p.add_argument("--backend", choices=("numpyro", "pyro"))
-    p.add_argument("--data", default="digits")
-    p.add_argument("--arch", default="64-32-16", help="bottom-up widths D-H1-...-HL (default 64-32-16)")
+    p = sub.add_parser(
+        "fit", help="fit an SBN with one method; writes DIR/params.npz and DIR/metrics.json",
+        description="Fit an SBN with one method. Budgets: --steps, --epochs and --seconds; training stops at "
+                    "whichever ends first; with none, 1000 steps; --seconds alone has no step cap. Methods: "
+                    + "; ".join(f"{e.name} ({e.backend}): {e.description}" for e in _entries()),
+    )
+    p.add_argument("--method", required=True, help="a registered method (see above, or `sbn-ppl info`)")
+    p.add_argument("--backend", choices=("numpyro", "pyro"), help="default: NumPyro where the method has it")
+    p.add_argument("--data", default="digits", help="digits (default), synthetic:<arch>:<seed>, a named "
+                                                    "benchmark, or a file")
+    p.add_argument("--arch", help="bottom-up widths D-H1-...-HL (default D-12-6: 18 hidden units, exact to score)")
     p.add_argument("--connectivity", choices=("layered", "dense"), default="layered")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--seconds", type=float, help="time budget (stops at whichever of steps/seconds comes first)")
+    p.add_argument("--steps", type=int, help="training steps")
+    p.add_argument("--epochs", type=float, help="passes over the training set")
+    p.add_argument("--seconds", type=float, help="training time")
+    p.add_argument("--batch-size", type=int, default=100, help="mini-batch size (default 100)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/fit")
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=("sgd", "adam"))
-    p.add_argument("--k", type=int, help="particles (rws)")
-    p.add_argument("--insomnia", type=float, help="rws: weight of wake-phi against sleep-phi")
-    p.add_argument("--sweeps", type=int, help="gibbs: sweeps per learning step")
-    p.add_argument("--chains", type=int, help="gibbs: persistent chains per training case")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--amortised", dest="amortised", action="store_true", default=None)
-    g.add_argument("--local", dest="amortised", action="store_false")
-    p.add_argument("--option", action="append", metavar="NAME=VALUE", help="any other method option")
+    p.add_argument("--out", default=FIT_DEFAULT_OUT, help=f"output folder (default {FIT_DEFAULT_OUT})")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
+    p.add_argument("--option", action="append", metavar="NAME=VALUE", help="a method option by name")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_method_flags(p)
     p.set_defaults(func=_cmd_fit)
-
-    from .harness import DEFAULT_CHECKPOINTS, DEFAULT_CURVE_POINTS, DEFAULT_SECONDS  # NumPy only
 
     p = sub.add_parser(
         "compare",
         help="fit every method on the same data and score them on the same yardstick",
-        description="Fit every method (or --methods) on the same data, from the same initial parameters, "
-        "for the same budget, and score them by the same yardstick; print a Markdown table and write "
-        "DIR/results.json, results.csv, learning_curves.png and DIR/<method>-<backend>/params.npz. "
+        description="Fit every method (or --methods) on the same data, from the same initial parameters, on "
+        "the same batches, for the same budget, and score them by the same yardstick; print a Markdown table "
+        "and write DIR/results.json, results.csv, learning_curves.png and DIR/<method>-<backend>/params.npz. "
         "Every option can be set in a TOML file (--config); the command line wins.",
     )
     p.add_argument("--config", help="TOML file of these options (see examples/compare.toml)")
-    p.add_argument("--data", help="digits (default), synthetic:<arch>:<seed>, or a file")
-    p.add_argument("--arch", help="bottom-up widths D-H1-...; default: the teacher's for synthetic data, else D-12-6")
-    p.add_argument("--connectivity", choices=("layered", "dense"))
-    p.add_argument("--methods", help="comma-separated names, NAME:BACKEND for one backend (default: all installed)")
-    p.add_argument("--backend", choices=("numpyro", "pyro", "all"),
-                   help="default: each method's own (NumPyro where it exists); all: every backend")
-    p.add_argument("--steps", type=int, help="training steps per method")
-    p.add_argument("--seconds", type=float,
-                   help=f"training seconds per method (default {DEFAULT_SECONDS:g} when no budget is given)")
-    p.add_argument("--seed", type=int, help="initial parameters, every method, scoring (default 0)")
-    p.add_argument("--out", help=f"output folder (default {COMPARE_DEFAULT_OUT})")
-    p.add_argument("--resume", action="store_true", default=None, help="keep the methods finished in --out, run the rest")
-    p.add_argument("--checkpoints", type=int, help=f"learning-curve points per method (default {DEFAULT_CHECKPOINTS})")
-    p.add_argument("--curve-points", dest="curve_points", type=int,
-                   help=f"test points scored at each checkpoint (default {DEFAULT_CURVE_POINTS}; the final scores use all)")
-    p.add_argument("--train-points", dest="train_points", type=int,
-                   help="score the train log-likelihood on the first N (default: all when exact, else as many "
-                   "as there are test points)")
-    p.add_argument("--estimator", choices=("auto", "exact", "ais", "is"),
-                   help="auto (default): exact when at most 20 hidden units, else AIS")
-    p.add_argument("--k", type=int, help="importance samples per data point with a method's guide (default 1000)")
-    p.add_argument("--temperatures", type=int, help="AIS: number of intermediate temperatures")
-    p.add_argument("--chains", type=int, help="AIS: independent annealing runs per data point")
-    p.add_argument("--lr", type=float, help="learning rate of every method that has one")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="mini-batch size of every method that has one")
+    _add_compare_flags(p)
     p.add_argument("--option", action="append", metavar="[METHOD.]NAME=VALUE",
                    help="a method option, for every method that takes it or for METHOD only")
-    p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_renamed(p, {"--k": "--is-particles", "--temperatures": "--ais-temperatures", "--chains": "--ais-chains"})
     p.set_defaults(func=_cmd_compare)
+
+    from .reporting import add_report_command
+
+    add_report_command(sub)
     return parser
+
+
+def _entries():
+    from .inference import entries
+
+    return entries()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,8 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         status = args.func(args)
-    except (ValueError, OSError) as e:
-        print(f"sbn-ppl: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"sbn-ppl: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("sbn-ppl: error: out of memory; ask for less (a smaller net, batch, K or data set)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sbn-ppl: interrupted", file=sys.stderr)
@@ -353,5 +436,14 @@ def main(argv: list[str] | None = None) -> int:
     return status or 0
 
 
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    first = text[0] if text else type(e).__name__
+    if "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e):
+        return "out of memory: " + first[:200] + "; ask for less (a smaller net, batch or K)"
+    return first
+
+
 if __name__ == "__main__":
     sys.exit(main())
+

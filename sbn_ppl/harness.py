@@ -1,31 +1,32 @@
-"""The comparison harness: every method fitted on the same data, from the same start, for the
-same budget, and scored by the same yardstick (DESIGN.md section 3).
+"""The comparison: every method fitted on the same data, from the same start, on the same
+batches, for the same budget, and scored by the same yardstick.
 
-:func:`compare` is the whole job. For every method it runs :func:`sbn_ppl.fitting.fit`
-(the harness knows an algorithm only as a :class:`~sbn_ppl.methods.Method`) with
+:func:`compare` is the whole job. For every seed and every method it runs
+:func:`sbn_ppl.fitting.fit` (the harness knows an algorithm only as a
+:class:`~sbn_ppl.methods.Method`) with
 
 * the same data split, architecture and initial parameters: one ``SBNParams.init(arch,
   seed)``, guide keys included, with the visible biases at the logit of the training
   mean (Hinton 2010, "A practical guide to training RBMs", section 8.1) unless
   ``data_bias=False``;
-* the same budget (``steps`` and/or training ``seconds``; scoring is not counted) and
-  the same ``seed``: a method's random numbers depend on the seed and on the method
-  only, never on which methods ran before it;
-* the same yardstick: exact ``log p(x)`` by enumeration when the net has at most
-  ``MAX_EXACT_HIDDEN`` hidden units, otherwise annealed importance sampling (guide-free),
-  plus importance sampling with the method's own guide where it has one; the method's
-  own bound; ``KL(q||p)`` of its guide when exact.
+* the same batches: the runner's batch sequence depends only on the seed, the training
+  set and the batch size, so every method of one seed sees the same batches in the same order;
+* the same budget (``steps``, ``epochs`` and/or training ``seconds``; scoring is not counted);
+* the same yardstick (:class:`Yardstick`): exact ``log p(x)`` when the net has at most
+  ``MAX_EXACT_HIDDEN`` hidden units, otherwise AIS (guide-free) plus importance sampling
+  with the method's own guide; the method's own bound; ``KL(q||p)`` when exact.
 
-The test log-likelihood is recorded at ``checkpoints`` points during training (on the
-first ``curve_points`` test points, the same for every method) and, at the end, on the
-whole test set, with the training log-likelihood. With ``out``, each finished method's
-record is saved at once (``results.json``, ``results.csv``, ``learning_curves.png``,
-``<method>-<backend>/params.npz``): an interrupted run keeps what finished and
-``resume=True`` continues it, skipping methods already done.
+The learning curve is scored at ``checkpoints`` points on a fixed seeded random subset of
+the validation split (else the test split), the same points for every method and seed,
+starting from the shared initial state (step 0). With ``out``, each finished record is
+saved at once (``results.json``, ``results.csv``, ``learning_curves.png``,
+``<method>-<backend>[-seed<s>]/params.npz``): an interrupted run keeps what finished, and
+``resume=True`` continues it with the settings saved in ``results.json``.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -35,20 +36,21 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import report
+from . import reporting
 from .architecture import Architecture
-from .data import Dataset, load_dataset
-from .evaluation import MAX_EXACT_HIDDEN, LogLikelihood, exact_kl, score
+from .config import DEFAULT_HIDDEN, DEFAULT_SECONDS, ESTIMATORS, CompareConfig
+from .data import Dataset, load_dataset, random_subset
+from .evaluation import MAX_EXACT_HIDDEN, exact_kl
 from .files import _jsonable
-from .fitting import check_budget, fit
-from .methods import BACKENDS, Method, backends_of, get_method, method_names
+from .fitting import check_budget, fit, step_budget
+from .inference import backends_of, get_method, method_names
+from .methods import BACKENDS, Method
 from .params import SBNParams
+from .yardstick import LogLikelihood, posthoc_guide, score
 
-DEFAULT_HIDDEN = (12, 6)  # 64-12-6 on digits: 18 hidden units, so the test log-likelihood is exact
-DEFAULT_SECONDS = 20.0  # training seconds per method when no budget is given (compilation included)
-DEFAULT_CHECKPOINTS = 8
-DEFAULT_CURVE_POINTS = 100
-ESTIMATORS = ("auto", "exact", "ais", "is")
+CURVE_SUBSET_SEED = 0  # the learning-curve points are one fixed subset, whatever the run's seed
+
+__all__ = ["Yardstick", "compare", "initial_params", "method_options", "plan"]
 
 
 @dataclass(frozen=True)
@@ -57,16 +59,16 @@ class Yardstick:
 
     ``estimator`` is ``"exact"`` (enumeration), ``"ais"`` (annealed importance sampling,
     guide-free) or ``"is"`` (importance sampling with the method's own guide, ``K =
-    num_particles``); ``ais_options`` go to ``ais_log_likelihood``.
+    is_particles``); ``ais_options`` go to the AIS scorer.
     """
 
     estimator: str
-    num_particles: int = 1000
+    is_particles: int = 1000
     ais_options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
 
     @classmethod
-    def resolve(cls, estimator: str, arch: Architecture, num_particles: int = 1000,
+    def resolve(cls, estimator: str, arch: Architecture, is_particles: int = 1000,
                 ais_temperatures: int | None = None, ais_chains: int | None = None, seed: int = 0) -> "Yardstick":
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
@@ -76,17 +78,12 @@ class Yardstick:
         if estimator == "exact" and not exact_ok:
             raise ValueError(f"exact scoring needs at most {MAX_EXACT_HIDDEN} hidden units; architecture {arch} "
                              f"has {arch.num_hidden} (use estimator 'ais' or 'is')")
-        if estimator == "ais" and not _ais_installed():
-            raise ValueError("AIS scoring needs sbn_ppl.inference.ais, which is not installed; "
-                             f"use estimator 'is' or at most {MAX_EXACT_HIDDEN} hidden units")
-        if int(num_particles) != num_particles or num_particles < 1:
-            raise ValueError(f"the number of importance samples must be a positive integer, got {num_particles}")
-        for name, value in (("temperatures", ais_temperatures), ("chains", ais_chains)):
-            if value is not None and (int(value) != value or value < 1):
-                raise ValueError(f"the number of AIS {name} must be a positive integer, got {value}")
-        ais = {k: int(v) for k, v in (("num_temperatures", ais_temperatures), ("num_chains", ais_chains))
+        _check_count("is_particles", is_particles)
+        _check_count("ais_temperatures", ais_temperatures, none_ok=True)
+        _check_count("ais_chains", ais_chains, none_ok=True)
+        ais = {k: int(v) for k, v in (("ais_temperatures", ais_temperatures), ("ais_chains", ais_chains))
                if v is not None}
-        return cls(estimator, int(num_particles), ais, seed)
+        return cls(estimator, int(is_particles), ais, seed)
 
     def log_likelihood(self, params: SBNParams, x: np.ndarray, guide: str | None,
                        estimator: str | None = None) -> LogLikelihood | None:
@@ -99,109 +96,172 @@ class Yardstick:
                 return score(params, x, "ais", seed=self.seed, **self.ais_options)
             if guide is None or not params.has_guide(guide):
                 return None
-            return score(params, x, "is", guide=guide, num_particles=self.num_particles, seed=self.seed)
+            return score(params, x, "is", guide=guide, is_particles=self.is_particles, seed=self.seed)
 
 
-def compare(
-    data: str | Dataset = "digits",
-    arch: str | Architecture | None = None,
-    *,
-    connectivity: str = "layered",
-    methods: Sequence[str | Method] | str | None = None,
-    backend: str | None = None,
-    steps: int | None = None,
-    seconds: float | None = None,
-    seed: int = 0,
-    out: str | None = None,
-    resume: bool = False,
-    checkpoints: int = DEFAULT_CHECKPOINTS,
-    curve_points: int | None = DEFAULT_CURVE_POINTS,
-    train_points: int | None = None,
-    estimator: str = "auto",
-    num_particles: int = 1000,
-    ais_temperatures: int | None = None,
-    ais_chains: int | None = None,
-    options: Mapping[str, Any] | None = None,
-    data_bias: bool = True,
-    progress: bool = True,
-) -> list[dict]:
-    """Fit every method on the same data and score them on the same yardstick.
+def compare(data: str | Dataset = "digits", arch: str | Architecture | None = None, *,
+            methods: Sequence[str | Method] | str | None = None, **settings) -> list[dict]:
+    """Fit every method on the same data and batches, and score them on the same yardstick.
 
-    :param data: ``"digits"``, ``"synthetic:<arch>:<seed>"``, a data file, or a :class:`Dataset`.
+    :param data: a data set name (``"digits"``, ``"synthetic:<arch>:<seed>"``,
+        ``"binarized-mnist"``, ...), a data file, or a :class:`Dataset`.
     :param arch: bottom-up widths ``"D-H1-..."``; default: a synthetic set's teacher
         architecture, else ``D-12-6``.
     :param methods: method names (``"rws"``, or ``"rws:pyro"`` for one backend), a
-        comma-separated string, or :class:`Method` objects; default: every installed method.
-    :param backend: ``None`` (each method's default backend: NumPyro where it exists),
-        ``"numpyro"``, ``"pyro"`` (the methods that have it) or ``"all"`` (every backend).
-    :param steps, seconds: the budget of every method (training steps and/or training
-        seconds, whichever comes first); default ``DEFAULT_SECONDS`` seconds. Only a pure
-        step budget gives records that repeat exactly.
-    :param seed: initial parameters, every method's randomness, and the scoring seed.
-    :param out: a folder for ``results.json``/``.csv``, ``learning_curves.png`` and each
-        method's ``<method>-<backend>/params.npz``; ``None`` writes nothing.
-    :param resume: keep the finished records found in ``out`` (same settings) and run the rest.
-    :param checkpoints: learning-curve points per method (scored on the first ``curve_points``
-        test points; ``None``: all of them).
-    :param train_points: score the training log-likelihood on the first N training points
-        (default: all of them when exact, else as many as there are test points).
-    :param estimator: ``"auto"`` (exact when the net has at most 20 hidden units, else AIS),
-        ``"exact"``, ``"ais"`` or ``"is"``; ``num_particles`` is K for importance sampling
-        with a method's guide, ``ais_temperatures``/``ais_chains`` set AIS.
-    :param options: method options: ``{"lr": 0.01}`` goes to every method that takes
-        ``lr``; ``{"rws": {"k": 10}}`` (or ``"rws:pyro"``) to one method only.
-    :returns: one record (a dict) per method, in the order run; see ``report.CSV_FIELDS``,
-        plus ``options`` and ``curve`` (one dict per checkpoint).
+        comma-separated string, or :class:`Method` objects; default: every registered method.
+    :param settings: the fields of :class:`~sbn_ppl.config.CompareConfig` (``steps``,
+        ``epochs``, ``seconds``, ``batch_size``, ``seed``/``seeds``, ``out``, ``resume``,
+        ``estimator``, ``is_particles``, ``ais_temperatures``, ``ais_chains``, ``options``, ...).
+        With ``resume=True`` the settings saved in ``out/results.json`` are used, and a
+        setting given here that conflicts with them is an error.
+    :returns: one record (a dict) per (method, seed), in the order run; see
+        ``reporting.CSV_FIELDS``, plus ``options`` and ``curve`` (one dict per checkpoint).
     """
-    dataset = data if isinstance(data, Dataset) else load_dataset(data)
-    arch = _architecture(arch, connectivity, dataset)
-    if steps is None and seconds is None:
-        seconds = DEFAULT_SECONDS
-    check_budget(steps, seconds)
-    _check_count("checkpoints", checkpoints)
-    _check_count("curve_points", curve_points, none_ok=True)
-    _check_count("train_points", train_points, none_ok=True)
-    yardstick = Yardstick.resolve(estimator, arch, num_particles, ais_temperatures, ais_chains, seed)
-    planned = plan(methods, backend)
-    chosen = method_options(planned, options)
-    if train_points is None and yardstick.estimator != "exact":
-        train_points = len(dataset.test)  # sampling estimators on every training point: minutes a method
-    curve_x = dataset.test[:curve_points] if curve_points else dataset.test
-    train_x = dataset.train[:train_points] if train_points else dataset.train
-    config = _normalised({
-        "data": dataset.name, "arch": "-".join(map(str, arch.sizes)), "connectivity": arch.connectivity,
-        "train_size": len(dataset.train), "test_size": len(dataset.test), "seed": seed, "steps": steps,
-        "seconds": seconds, "checkpoints": checkpoints, "curve_points": curve_points,
-        "curve_points_used": len(curve_x), "train_points_used": len(train_x), "estimator": yardstick.estimator,
-        "num_particles": yardstick.num_particles, "ais_options": dict(yardstick.ais_options),
-        "data_bias": data_bias,
-    })
-    previous = _previous_records(out, config) if resume and out else {}
-    params0 = initial_params(arch, dataset.train, seed, data_bias)
-    budget = _Budget(steps, seconds, checkpoints)
-    done: dict[tuple[str, str], dict] = {}
-    try:
-        for i, m in enumerate(planned):
-            key = (m.name, m.backend)
-            label = f"[{i + 1}/{len(planned)}] {m.name} ({m.backend})"
-            old = previous.get(key)
-            if old is not None and old.get("options") == chosen[key]:
-                done[key] = old
-                _say(progress, f"{label}: finished in an earlier run, kept")
-                continue
-            method_dir = os.path.join(out, f"{m.name}-{m.backend}") if out else None
-            done[key] = _run(m, params0, dataset, train_x, curve_x, chosen[key], budget, yardstick, seed,
-                             method_dir, progress)
-            _say(progress, f"{label}: {_summary(done[key])}")
-            if out:
-                kept = [r for k, r in previous.items() if k not in done]
-                report.write_results(out, config, list(done.values()) + kept)
-    except KeyboardInterrupt:
-        if out:
-            _say(True, f"interrupted: {len(done)} of {len(planned)} methods finished and saved in {out}; "
-                       "run again with resume=True (sbn-ppl compare --resume) to continue")
-        raise
-    return [done[(m.name, m.backend)] for m in planned]
+    given = dict(settings)
+    dataset = data if isinstance(data, Dataset) else None
+    given["data"] = dataset.name if dataset is not None else data
+    if arch is not None:
+        given["arch"] = "-".join(map(str, arch.sizes)) if isinstance(arch, Architecture) else arch
+    objects = [m for m in (methods or []) if isinstance(m, Method)] if not isinstance(methods, str) else []
+    if methods is not None:
+        given["methods"] = methods if isinstance(methods, str) else [
+            m.label if isinstance(m, Method) else m for m in methods]
+    if given.get("resume") and given.get("out"):
+        given = _resumed_settings(given["out"], given)
+    config = CompareConfig.from_mapping(given)
+    return _Comparison(config, dataset, objects).run()
+
+
+class _Comparison:
+    def __init__(self, config: CompareConfig, dataset: Dataset | None, objects: list[Method]):
+        self.c = config
+        self.dataset = dataset if dataset is not None else load_dataset(config.data)
+        self.arch = _architecture(config.arch, config.connectivity, self.dataset)
+        steps, epochs, seconds = config.steps, config.epochs, config.seconds
+        if steps is None and seconds is None and epochs is None:
+            seconds = DEFAULT_SECONDS
+        check_budget(steps, seconds, epochs)
+        self.budget = _Budget(steps, epochs, seconds, config.checkpoints)
+        _check_count("checkpoints", config.checkpoints)
+        _check_count("batch_size", config.batch_size)
+        _check_count("curve_points", config.curve_points, none_ok=True)
+        _check_count("train_points", config.train_points, none_ok=True)
+        self.seeds = _seeds(config)
+        self.yardstick = Yardstick.resolve(config.estimator, self.arch, config.is_particles,
+                                           config.ais_temperatures, config.ais_chains, config.seed)
+        self.planned = plan(objects or config.methods, config.backend)
+        options = dict(config.options)
+        if config.lr is not None:
+            options.setdefault("lr", config.lr)
+        self.chosen = method_options(self.planned, options)  # every method's options, checked before any trains
+        curve_split = self.dataset.valid if self.dataset.valid is not None else self.dataset.test
+        self.curve_split_name = "valid" if self.dataset.valid is not None else "test"
+        self.curve_x = (random_subset(curve_split, config.curve_points, CURVE_SUBSET_SEED)
+                        if config.curve_points else curve_split)
+        train_points = config.train_points
+        if train_points is None and self.yardstick.estimator != "exact":
+            train_points = len(self.dataset.test)  # sampling estimators on every training point: minutes a method
+        self.train_x = (random_subset(self.dataset.train, train_points, CURVE_SUBSET_SEED)
+                        if train_points else self.dataset.train)
+        self.out = config.out
+
+    def settings(self) -> dict:
+        """What results.json records (and --resume reads back)."""
+        c = self.c
+        return _normalised({
+            **{k: v for k, v in c.as_dict().items() if k not in ("progress", "resume", "out")},
+            "arch": "-".join(map(str, self.arch.sizes)), "connectivity": self.arch.connectivity,
+            "methods": [m.label for m in self.planned], "seeds": self.seeds,
+            "train_size": len(self.dataset.train), "test_size": len(self.dataset.test),
+            "curve_split": self.curve_split_name, "curve_points_used": len(self.curve_x),
+            "train_points_used": len(self.train_x), "estimator": self.yardstick.estimator,
+            "seconds": self.budget.seconds,
+        })
+
+    def run(self) -> list[dict]:
+        settings = self.settings()
+        previous = _previous_records(self.out, settings) if self.c.resume and self.out else {}
+        done: dict[tuple, dict] = {}
+        total = len(self.planned) * len(self.seeds)
+        try:
+            for s, seed in enumerate(self.seeds):
+                params0 = initial_params(self.arch, self.dataset.train, seed, self.c.data_bias)
+                for i, m in enumerate(self.planned):
+                    key = (m.name, m.backend, seed)
+                    label = f"[{s * len(self.planned) + i + 1}/{total}] {m.name} ({m.backend}), seed {seed}"
+                    old = previous.get(key)
+                    if old is not None and old.get("options") == self.chosen[(m.name, m.backend)]:
+                        done[key] = old
+                        _say(self.c.progress, f"{label}: finished in an earlier run, kept")
+                        continue
+                    done[key] = self._run_one(m, params0, seed)
+                    _say(self.c.progress, f"{label}: {_summary(done[key])}")
+                    if self.out:
+                        kept = [r for k, r in previous.items() if k not in done]
+                        reporting.write_results(self.out, settings, list(done.values()) + kept)
+        except KeyboardInterrupt:
+            if self.out:
+                _say(True, f"interrupted: {len(done)} of {total} runs finished and saved in {self.out}; "
+                           "run again with resume=True (sbn-ppl compare --out DIR --resume) to continue")
+            raise
+        return [done[(m.name, m.backend, seed)] for seed in self.seeds for m in self.planned]
+
+    def _posthoc(self, params: SBNParams, seed: int):
+        """Under the ``is`` yardstick, a recognition network fitted to the frozen model with the
+        same settings for every method (``posthoc_steps``); else ``None``."""
+        if self.yardstick.estimator != "is" or not self.c.posthoc_steps:
+            return None
+        return lambda: posthoc_guide(params, self.dataset.train, steps=self.c.posthoc_steps, seed=seed,
+                                     batch_size=self.c.batch_size, progress=self.c.progress)
+
+    def _method_dir(self, m: Method, seed: int) -> str | None:
+        if not self.out:
+            return None
+        suffix = f"-seed{seed}" if len(self.seeds) > 1 else ""
+        return os.path.join(self.out, f"{m.name}-{m.backend}{suffix}")
+
+    def _run_one(self, m: Method, params0: SBNParams, seed: int) -> dict:
+        """Fit one method for one seed and score it; a failure is recorded (with its message), not raised."""
+        opts = self.chosen[(m.name, m.backend)]
+        record: dict[str, Any] = {"method": m.name, "backend": m.backend, "seed": seed, "guide": m.guide,
+                                  "options": opts}
+        finished: dict[str, Any] = {}
+        scored = [0.0]  # training seconds at the last scored checkpoint
+        budget, yardstick = self.budget, dataclasses.replace(self.yardstick, seed=seed)
+
+        def on_checkpoint(params, rec):
+            if rec is not None and not budget.scores_at(rec, scored[0]):
+                return {}
+            scored[0] = rec["seconds"] if rec is not None else 0.0
+            ll = yardstick.log_likelihood(params, self.curve_x, m.guide)
+            return {} if ll is None else {"test_log_likelihood": ll.mean, "test_stderr": ll.mean_stderr}
+
+        def on_finish(runner):
+            with _one_blas_thread():
+                value = runner.bound(self.dataset.test)
+            if value is not None:
+                finished["bound"] = float(np.mean(np.asarray(value, dtype=np.float64)))
+
+        method_dir = self._method_dir(m, seed)
+        try:
+            start = {"step": 0, "epoch": 0.0, "seconds": 0.0, **on_checkpoint(params0, None)}
+            result = fit(m, params0, self.dataset.train, seed=seed, options=opts, out=method_dir,
+                         overwrite=True, batch_size=self.c.batch_size, progress=self.c.progress,
+                         on_checkpoint=on_checkpoint, on_finish=on_finish,
+                         **budget.fit_arguments(len(self.dataset.train), self.c.batch_size))
+            last = result.metrics[-1]
+            record.update(steps=int(last["step"]), epochs=last["epoch"], seconds=last["seconds"],
+                          steps_per_second=last["step"] / last["seconds"] if last["seconds"] > 0 else None,
+                          objective=last.get("objective"))
+            record.update(_final_scores(m, result.params, self.dataset.test, self.train_x, yardstick,
+                                        self._posthoc(result.params, seed)))
+            record.update(bound=finished.get("bound"),
+                          params=os.path.join(method_dir, "params.npz") if method_dir else None,
+                          curve=[start] + result.metrics, error=None)
+        except Exception as e:  # noqa: BLE001 - one method failing must not lose the others' results
+            record.update({k: None for k in reporting.CSV_FIELDS if k not in record}, curve=[],
+                          error=f"{type(e).__name__}: {e}".splitlines()[0])
+        return _normalised(record)
 
 
 def plan(methods: Sequence[str | Method] | str | None = None, backend: str | None = None) -> list[Method]:
@@ -211,8 +271,6 @@ def plan(methods: Sequence[str | Method] | str | None = None, backend: str | Non
     every = methods is None or methods == "all"
     if every:
         specs: list = method_names()
-        if not specs:
-            raise ValueError("no inference method is installed (sbn_ppl.inference is empty)")
     else:
         specs = [s.strip() for s in methods.split(",") if s.strip()] if isinstance(methods, str) else list(methods)
         if not specs:
@@ -224,7 +282,7 @@ def plan(methods: Sequence[str | Method] | str | None = None, backend: str | Non
             continue
         name, _, pinned = str(spec).partition(":")
         if name not in method_names():
-            raise ValueError(f"unknown method {name!r}; expected one of {', '.join(method_names()) or '(none installed)'}")
+            raise ValueError(f"unknown method {name!r}; expected one of {', '.join(method_names())}")
         available = backends_of(name)
         if pinned or backend is None:
             chosen = [pinned or None]
@@ -238,7 +296,7 @@ def plan(methods: Sequence[str | Method] | str | None = None, backend: str | Non
             raise ValueError(f"method {name!r} has no {backend!r} backend; available: {', '.join(available)}")
         planned += [get_method(name, b) for b in chosen]
     if not planned:
-        raise ValueError(f"no installed method has a {backend!r} backend")
+        raise ValueError(f"no registered method has a {backend!r} backend")
     seen: set = set()
     for m in planned:
         if (m.name, m.backend) in seen:
@@ -248,10 +306,10 @@ def plan(methods: Sequence[str | Method] | str | None = None, backend: str | Non
 
 
 def method_options(planned: Sequence[Method], options: Mapping[str, Any] | None) -> dict[tuple[str, str], dict]:
-    """Each method's full options: its defaults, then the shared options it takes, then its own."""
+    """Each method's full options, checked: its defaults, then the shared options it takes, then its own."""
     shared = {k: v for k, v in (options or {}).items() if not isinstance(v, Mapping)}
     own = {k: dict(v) for k, v in (options or {}).items() if isinstance(v, Mapping)}
-    labels = {m.name for m in planned} | {f"{m.name}:{m.backend}" for m in planned}
+    labels = {m.name for m in planned} | {m.label for m in planned}
     stray = sorted(set(own) - labels)
     if stray:
         raise ValueError(f"options given for {', '.join(map(repr, stray))}, which is not among the methods compared")
@@ -262,7 +320,7 @@ def method_options(planned: Sequence[Method], options: Mapping[str, Any] | None)
     for m in planned:
         opts = {k: v for k, v in shared.items() if k in m.defaults}
         opts.update(own.get(m.name, {}))
-        opts.update(own.get(f"{m.name}:{m.backend}", {}))
+        opts.update(own.get(m.label, {}))
         chosen[(m.name, m.backend)] = _normalised(m.check_options(opts))
     return chosen
 
@@ -281,85 +339,66 @@ def initial_params(arch: Architecture, train: np.ndarray, seed: int, data_bias: 
 @dataclass(frozen=True)
 class _Budget:
     steps: int | None
+    epochs: float | None
     seconds: float | None
     checkpoints: int
 
-    def fit_arguments(self) -> dict:
-        """A pure step budget checkpoints every ``steps / checkpoints`` steps (deterministic);
-        a time budget every ``seconds / checkpoints`` seconds of training."""
-        every = math.ceil(self.steps / self.checkpoints) if self.steps else 1 << 62
-        timed = self.seconds / self.checkpoints if self.seconds is not None else None
-        return {"steps": self.steps, "seconds": self.seconds, "checkpoint_every": max(1, every),
-                "checkpoint_seconds": timed}
+    def fit_arguments(self, num_data: int, batch_size: int) -> dict:
+        """A pure step or epoch budget checkpoints every ``1/checkpoints`` of it (deterministic);
+        a time budget about every ``seconds / checkpoints`` seconds of training."""
+        args: dict[str, Any] = {"steps": self.steps, "epochs": self.epochs, "seconds": self.seconds}
+        if self.seconds is None:
+            total = step_budget(self.steps, self.epochs, num_data, batch_size)
+            args["checkpoint_every"] = max(1, math.ceil(total / self.checkpoints))
+        else:
+            args["checkpoint_every"] = None
+            args["checkpoint_seconds"] = self.seconds / self.checkpoints
+        return args
 
     def scores_at(self, record: dict, last_scored: float) -> bool:
-        """Whether a checkpoint gets a test score: every one under a pure step budget; under a
-        time budget the first past each ``seconds / checkpoints`` mark, and the last one (so
-        the scoring cost stays ``checkpoints + 1`` evaluations whatever the chunking)."""
-        if self.seconds is None or record["seconds"] >= self.seconds:
-            return True
-        if self.steps is not None and record["step"] >= self.steps:
+        """Whether a checkpoint gets a test score: every one under a step or epoch budget; under a
+        time budget the first past each ``seconds / checkpoints`` mark, and the last one."""
+        if self.seconds is None or record["seconds"] >= self.seconds * 0.98:
             return True
         spacing = self.seconds / self.checkpoints
         return math.floor(record["seconds"] / spacing) > math.floor(last_scored / spacing)
 
 
-def _run(m: Method, params0: SBNParams, dataset: Dataset, train_x, curve_x, opts: dict, budget: _Budget,
-         yardstick: Yardstick, seed: int, method_dir: str | None, progress: bool) -> dict:
-    """Fit one method and score it; a failure is recorded (with its message), not raised."""
-    record: dict[str, Any] = {"method": m.name, "backend": m.backend, "guide": m.guide, "options": opts}
-    finished: dict[str, Any] = {}
-
-    scored = [0.0]  # training seconds at the last scored checkpoint
-
-    def on_checkpoint(params, record):
-        if record is not None and not budget.scores_at(record, scored[0]):
-            return {}
-        scored[0] = record["seconds"] if record is not None else 0.0
-        ll = yardstick.log_likelihood(params, curve_x, m.guide)
-        return {} if ll is None else {"test_log_likelihood": ll.mean, "test_stderr": ll.mean_stderr}
-
-    def on_finish(state):
-        if m.bound is not None:
-            with _one_blas_thread():
-                value = m.bound(state, dataset.test)
-            if value is not None:
-                finished["bound"] = float(np.mean(np.asarray(value, dtype=np.float64)))
-
-    try:
-        start = {"step": 0, "seconds": 0.0, **on_checkpoint(params0, None)}  # the common starting point
-        with _own_pyro_param_store():
-            result = fit(m, params0, dataset.train, seed=seed, options=opts, out=method_dir, progress=progress,
-                         on_checkpoint=on_checkpoint, on_finish=on_finish, **budget.fit_arguments())
-        last = result.metrics[-1]
-        record.update(steps=int(last["step"]), seconds=last["seconds"],
-                      steps_per_second=last["step"] / last["seconds"] if last["seconds"] > 0 else None,
-                      objective=last.get("objective"))
-        record.update(_final_scores(m, result.params, dataset.test, train_x, yardstick))
-        record.update(bound=finished.get("bound"),
-                      params=os.path.join(method_dir, "params.npz") if method_dir else None,
-                      curve=[start] + result.metrics, error=None)
-    except Exception as e:  # noqa: BLE001 - one method failing must not lose the others' results
-        record.update({k: None for k in report.CSV_FIELDS if k not in record}, curve=[],
-                      error=f"{type(e).__name__}: {e}".splitlines()[0])
-    return _normalised(record)
-
-
-def _final_scores(m: Method, params: SBNParams, test, train, yardstick: Yardstick) -> dict:
-    test_ll = yardstick.log_likelihood(params, test, m.guide)
-    train_ll = yardstick.log_likelihood(params, train, m.guide)
+def _final_scores(m: Method, params: SBNParams, test, train, yardstick: Yardstick, posthoc=None) -> dict:
+    """The final scores. Under the ``is`` yardstick a method is scored with its own guide and with a
+    guide fitted post hoc to its frozen model (``posthoc()``); the figure is the higher of the two
+    (both are stochastic lower bounds), and ``test_guide`` says which gave it."""
+    own = yardstick.log_likelihood(params, test, m.guide)
+    candidates = [("own", params, own)] if own is not None else []
+    if posthoc is not None:
+        fitted = posthoc()
+        candidates.append(("posthoc", fitted, yardstick.log_likelihood(fitted, test, "recognition")))
+    label, scored_params, test_ll = max(candidates, key=lambda c: c[2].mean) if candidates else ("", params, None)
+    train_ll = None if test_ll is None else yardstick.log_likelihood(
+        scored_params, train, m.guide if label == "own" else "recognition")
     scores = {
         "test_log_likelihood": None if test_ll is None else test_ll.mean,
         "test_estimator": yardstick.estimator if test_ll is None else test_ll.estimator,
         "test_stderr": None if test_ll is None else test_ll.mean_stderr,
-        "test_is_log_likelihood": None, "test_is_stderr": None,
+        "test_guide": label if yardstick.estimator == "is" and test_ll is not None else None,
+        "test_own_guide_log_likelihood": None if own is None or posthoc is None else own.mean,
+        "test_posthoc_log_likelihood": next((c[2].mean for c in candidates if c[0] == "posthoc"), None),
+        "test_is_log_likelihood": None, "test_is_stderr": None, "test_is_khat": None, "test_is_ess": None,
         "train_log_likelihood": None if train_ll is None else train_ll.mean,
-        "kl_q_p": None,
+        "kl_q_p": None, "warnings": list(getattr(test_ll, "warnings", ()) or ()),
+        # per test point, for paired comparisons across methods (the same points for every method)
+        "test_pointwise": None if test_ll is None else [round(float(v), 5) for v in test_ll.per_point],
     }
+    if test_ll is not None and test_ll.ess is not None:
+        summary = test_ll.summary()
+        scores.update(test_is_khat=summary["khat_max"], test_is_ess=summary["ess_mean"])
     has_guide = m.guide is not None and params.has_guide(m.guide)
     if has_guide and yardstick.estimator == "ais":
         is_ll = yardstick.log_likelihood(params, test, m.guide, estimator="is")
-        scores.update(test_is_log_likelihood=is_ll.mean, test_is_stderr=is_ll.mean_stderr)
+        summary = is_ll.summary()
+        scores.update(test_is_log_likelihood=is_ll.mean, test_is_stderr=is_ll.mean_stderr,
+                      test_is_khat=summary["khat_max"], test_is_ess=summary["ess_mean"])
+        scores["warnings"] += list(is_ll.warnings or ())
     if has_guide and yardstick.estimator == "exact":
         with _one_blas_thread():
             scores["kl_q_p"] = float(np.mean(exact_kl(params, m.guide, test).q_p))
@@ -367,25 +406,80 @@ def _final_scores(m: Method, params: SBNParams, test, train, yardstick: Yardstic
 
 
 # -- resuming ----------------------------------------------------------------------------------
-def _previous_records(out: str, config: dict) -> dict[tuple[str, str], dict]:
-    """The finished records of an earlier run in ``out`` with the same settings."""
+def _resumed_settings(out: str, given: dict) -> dict:
+    """The settings saved in ``out/results.json``, with those given checked against them."""
+    saved = _read_results(out)
+    if saved is None:
+        return given
+    old = saved["config"]
+    fields = set(CompareConfig.__dataclass_fields__)
+    merged = {k: v for k, v in old.items() if k in fields}
+    conflicts = []
+    for k, v in given.items():
+        if k in ("resume", "out", "progress") or v is None:
+            continue
+        if k in merged and _normalised(v) != merged[k] and not (k == "methods" and _same_methods(v, merged[k])):
+            conflicts.append(f"{k} was {merged[k]!r}, now {v!r}")
+        merged[k] = v
+    if conflicts:
+        raise ValueError(f"cannot resume {out!r} with other settings ({'; '.join(conflicts)}); "
+                         "leave them out to use the saved ones, or choose another --out")
+    merged.update(resume=True, out=out)
+    if "progress" in given:
+        merged["progress"] = given["progress"]
+    return merged
+
+
+def _same_methods(given, saved) -> bool:
+    names = [s.strip() for s in given.split(",")] if isinstance(given, str) else list(given)
+    return all(n in saved or any(s.startswith(n + ":") for s in saved) for n in names)
+
+
+def _read_results(out: str) -> dict | None:
     path = os.path.join(out, "results.json")
     if not os.path.exists(path):
-        return {}
+        return None
     try:
         with open(path) as f:
             saved = json.load(f)
-        old_config, records = saved["config"], saved["records"]
+        saved["config"], saved["records"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"cannot resume from {path!r}: {e}") from None
-    changed = sorted(k for k in set(config) | set(old_config) if config.get(k) != old_config.get(k))
+    return saved
+
+
+def _previous_records(out: str, config: dict) -> dict[tuple, dict]:
+    """The finished records of an earlier run in ``out`` with the same settings."""
+    saved = _read_results(out)
+    if saved is None:
+        return {}
+    old_config = saved["config"]
+    ignore = {"methods", "seeds", "seed"}  # adding methods or seeds to a run is what resuming is for
+    changed = sorted(k for k in (set(config) | set(old_config)) - ignore if config.get(k) != old_config.get(k))
     if changed:
         what = ", ".join(f"{k} was {old_config.get(k)!r}, now {config.get(k)!r}" for k in changed)
         raise ValueError(f"cannot resume {out!r} with other settings ({what}); use another output folder")
-    return {(r["method"], r["backend"]): r for r in records if not r.get("error")}
+    return {(r["method"], r["backend"], r.get("seed", old_config.get("seed", 0))): r
+            for r in saved["records"] if not r.get("error")}
 
 
 # -- small helpers -----------------------------------------------------------------------------
+def _seeds(config: CompareConfig) -> list[int]:
+    seeds = config.seeds
+    if seeds is None:
+        return [int(config.seed)]
+    if isinstance(seeds, str):
+        try:
+            seeds = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"seeds must be comma-separated integers, got {config.seeds!r}") from None
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of integers, got {config.seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds are repeated: {seeds}")
+    return [int(s) for s in seeds]
+
+
 def _architecture(arch, connectivity: str, dataset: Dataset) -> Architecture:
     if arch is None:
         if dataset.teacher is not None:
@@ -424,24 +518,6 @@ def _say(enabled: bool, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def _own_pyro_param_store():
-    """Pyro's parameter store is global: each method starts from an empty one (so that none
-    starts from another's values), and the caller's parameters are put back afterwards."""
-    pyro = sys.modules.get("pyro")
-    saved = pyro.get_param_store().get_state() if pyro is not None else None
-    if pyro is not None:
-        pyro.clear_param_store()
-    try:
-        yield
-    finally:
-        pyro = sys.modules.get("pyro")  # perhaps imported by the method
-        if pyro is not None:
-            pyro.clear_param_store()
-            if saved is not None:
-                pyro.get_param_store().set_state(saved)
-
-
 def _one_blas_thread():
     """Scoring makes many small matrix products, which multithreaded OpenBLAS slows down on a
     busy CPU (measured on a shared 2-core CPU, 64-12-6: exact log p(x) of the 1,438 digits
@@ -451,12 +527,3 @@ def _one_blas_thread():
     except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
-
-
-def _ais_installed() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("sbn_ppl.inference.ais") is not None
-    except ModuleNotFoundError:
-        return False

@@ -1,108 +1,114 @@
-"""The one small interface through which the fitting driver and the harness know an algorithm.
+"""The method contract: the one small interface through which the runner, ``fit`` and the
+harness know an algorithm (BlackJAX's ``SamplingAlgorithm(init, step)``, with options).
 
-A :class:`Method` is a record of pure functions (no subclassing):
+A :class:`Method` is a record of pure functions, no subclassing:
 
-* ``init(params, train, seed, **options) -> state``: ``params`` are the initial
-  :class:`~sbn_ppl.SBNParams` (generative, plus any guide keys the method uses or adds),
-  ``train`` the training matrix ``(N, D)`` of 0./1.; ``options`` are the method's own
-  settings, whose names and defaults are ``Method.defaults``.
-* ``run(state, num_steps) -> (state, info)``: ``num_steps`` training steps; ``info`` is a
-  dict with at least ``"objective"`` (the method's own training objective, a float,
-  higher is better, averaged per data point, in nats).
-* ``get_params(state) -> SBNParams``: the current parameters (with the ``q_`` keys of
-  the method's guide, if it has one).
-* ``guide``: ``"recognition"``, ``"mean_field"`` or ``None``: the named guide that
-  importance sampling can use to score the method's parameters.
+* ``init(key, params, options, train) -> state``: ``key`` is a JAX PRNG key on the
+  NumPyro backend and an integer seed on the Pyro backend; ``params`` the initial
+  :class:`~sbn_ppl.SBNParams`; ``options`` the method's options, already checked against
+  its schema (:mod:`sbn_ppl.options`); ``train`` the whole training matrix ``(N, D)`` of
+  0./1. (float32), for methods that keep per-data-point state (Neal's persistent chains,
+  local mean-field parameters) or initialise from the data.
+* ``step(key, state, batch) -> (state, info)``: one training step on ``batch``, a
+  :class:`Batch` of training indices and their rows. ``info`` is a NamedTuple (or dict) of
+  scalars with at least ``objective``: the method's own training objective, higher is
+  better, averaged per data point, in nats. On the NumPyro backend ``step`` must be
+  jittable (``jit=True``) so the runner can ``lax.scan`` it; a stock path that is not sets
+  ``jit=False`` and is looped in Python, still by the same runner.
+* ``get_params(state) -> SBNParams``: the current parameters, with the ``q_`` keys of the
+  method's trained guide and no other guide's.
+* ``guide``: ``"recognition"``, ``"mean_field"`` or ``None``: the guide this method trains
+  (the one importance sampling scores its parameters with).
 * ``bound(state, x) -> (N,) | None``: optional, the method's own lower bound on
-  ``log p(x_n)``; ``None`` where this state has no bound on new data (a guide with
-  per-training-point parameters, say).
+  ``log p(x_n)``; ``None`` where the state has no bound on new data.
+* ``options``: the schema, a tuple of :class:`~sbn_ppl.options.Option`.
 
-Algorithms register here by import path, so importing this module imports no backend.
+The caller owns the loop: :mod:`sbn_ppl.runner` draws the batches (the same sequence for
+every method, given the seed and the data), the keys, the checkpoints and the budgets.
+Methods register in :mod:`sbn_ppl.inference` (one line each); this core module names none.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from .options import Option, defaults, resolve
 from .params import SBNParams
 
 BACKENDS = ("numpyro", "pyro")
+
+
+class Batch(NamedTuple):
+    """One mini-batch: ``index`` (B,) int positions in the training set, ``x`` (B, D) their rows."""
+
+    index: Any
+    x: Any
+
+
+class Entry(NamedTuple):
+    """A method as an algorithm folder declares it (its ``METHODS``): ``factory()`` in
+    ``module`` (relative to the folder, imported only when the method is asked for) returns
+    the :class:`Method`; ``options`` is its option schema (the same tuple the ``Method``
+    carries), so the command line knows every method's flags without importing a backend."""
+
+    name: str
+    backend: str
+    module: str
+    factory: str
+    options: tuple = ()
+    description: str = ""
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     backend: str
-    init: Callable[..., Any]
-    run: Callable[[Any, int], tuple[Any, dict]]
+    init: Callable[[Any, SBNParams, dict, Any], Any]
+    step: Callable[[Any, Any, Batch], tuple[Any, Any]]
     get_params: Callable[[Any], SBNParams]
     guide: str | None = None
-    bound: Callable[[Any, np.ndarray], np.ndarray] | None = None
-    defaults: Mapping[str, Any] = field(default_factory=dict)
+    bound: Callable[[Any, np.ndarray], np.ndarray | None] | None = None
+    options: tuple[Option, ...] = ()
+    jit: bool = True
     description: str = ""
 
-    def check_options(self, options: Mapping[str, Any]) -> dict:
-        """The method's defaults updated with ``options``; unknown names are an error."""
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            raise ValueError(
-                f"method {self.name!r} ({self.backend}) has no option(s) {', '.join(unknown)}; "
-                f"its options are: {', '.join(sorted(self.defaults)) or 'none'}"
-            )
-        return {**self.defaults, **options}
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.backend}"
+
+    @property
+    def defaults(self) -> dict:
+        return defaults(self.options)
+
+    def check_options(self, options: dict | None) -> dict:
+        """The method's defaults updated with ``options``, each checked; unknown names are an error."""
+        return resolve(self.options, options, owner=f"method {self.name!r} ({self.backend})")
 
 
-# (method name, backend) -> "module:factory"; the factory returns a Method.
-_REGISTRY: dict[tuple[str, str], str] = {}
+class Static:
+    """A value carried inside a JAX state as static (hashable) data, not as a leaf.
 
+    A jitted ``step`` reads its configuration (architecture, optimiser, K, ...) from the
+    state, so a state is ``(arrays..., Static(config))``. Registered as a pytree with no
+    children by :func:`sbn_ppl.pytrees.register`.
+    """
 
-def register(name: str, backend: str, target: str) -> None:
-    _REGISTRY[(name, backend)] = target
+    __slots__ = ("value",)
 
+    def __init__(self, value):
+        self.value = value
 
-def _available(target: str) -> bool:
-    module = target.split(":")[0]
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+    def __eq__(self, other):
+        return isinstance(other, Static) and self.value == other.value
 
+    def __hash__(self):
+        return hash(self.value)
 
-def method_names() -> list[str]:
-    """Names of the methods whose implementation is installed."""
-    return sorted({name for (name, _), target in _REGISTRY.items() if _available(target)})
-
-
-def backends_of(name: str) -> list[str]:
-    return sorted(b for (n, b), target in _REGISTRY.items() if n == name and _available(target))
-
-
-def get_method(name: str, backend: str | None = None) -> Method:
-    """The registered method ``name`` for ``backend`` (default: NumPyro where it exists)."""
-    if name not in method_names():
-        raise ValueError(f"unknown method {name!r}; expected one of {', '.join(method_names())}")
-    available = backends_of(name)
-    if backend is None:
-        backend = "numpyro" if "numpyro" in available else available[0]
-    if backend not in available:
-        raise ValueError(f"method {name!r} has no {backend!r} backend; available: {', '.join(available)}")
-    module, factory = _REGISTRY[(name, backend)].split(":")
-    return getattr(importlib.import_module(module), factory)()
-
-
-# Every method, each in the module that implements it (the harness's --methods names).
-register("gibbs", "numpyro", "sbn_ppl.inference.neal_jax:method")
-register("gibbs", "pyro", "sbn_ppl.inference.neal_torch:method")
-register("numpyro-discrete-gibbs", "numpyro", "sbn_ppl.inference.neal_jax:stock_method")
-register("wake-sleep", "numpyro", "sbn_ppl.inference.rws_jax:wake_sleep_method")
-register("wake-sleep", "pyro", "sbn_ppl.inference.rws_pyro:wake_sleep_method")
-register("rws", "numpyro", "sbn_ppl.inference.rws_jax:rws_method")
-register("rws", "pyro", "sbn_ppl.inference.rws_pyro:rws_method")
-register("pyro-rws", "pyro", "sbn_ppl.inference.rws_pyro:stock_rws_method")
-register("mean-field-svi", "numpyro", "sbn_ppl.inference.mean_field_numpyro:method")
-register("mean-field-svi", "pyro", "sbn_ppl.inference.mean_field_pyro:method")
-register("mean-field-fixed-point", "numpyro", "sbn_ppl.inference.mean_field_fixed_point:method")
+    def __repr__(self):
+        return f"Static({self.value!r})"

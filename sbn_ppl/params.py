@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .architecture import Architecture
+from .resources import check_memory
 
 DTYPE = np.float32
 _GEN_KEY = re.compile(r"^(b_(\d+)|W_(\d+)_(\d+))$")
@@ -110,6 +111,9 @@ class SBNParams(Mapping):
         arch = Architecture.parse(arch, connectivity)
         if not np.isfinite(scale) or scale < 0:
             raise ValueError(f"scale must be a finite non-negative number, got {scale}")
+        weights = sum(arch.sizes[m] * arch.sizes[l] for m, l in arch.edges())
+        # float64 while drawn, then float32; the two guides hold about as many weights again each
+        check_memory(weights * (1 + len(guide)) * 12.0, f"the parameters of architecture {arch}")
         rng = np.random.default_rng(seed)
         s = arch.sizes
         arrays: dict[str, np.ndarray] = {"sizes": np.asarray(s)}

@@ -1,11 +1,14 @@
-"""The yardstick itself, checked against brute force (explicit loops over states)."""
+"""The yardstick's arithmetic, checked against brute force (explicit loops over states), and
+the diagnostics of importance weights, checked against ArviZ and known tails."""
 import itertools
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from sbn_ppl import SBNParams, evaluation
+from sbn_ppl import SBNParams, diagnostics, evaluation
 from sbn_ppl import density
 from tests.conftest import all_binary
 
@@ -142,8 +145,6 @@ def test_exact_enumeration_refuses_too_many_hidden_units():
 def test_bad_estimator_arguments():
     params = SBNParams.init("4-3", seed=0)
     x = np.zeros((2, 4))
-    with pytest.raises(ValueError, match="unknown estimator"):
-        evaluation.score(params, x, "magic")
     with pytest.raises(ValueError, match="at least 1"):
         evaluation.importance_log_likelihood(params, x, num_particles=0)
     with pytest.raises(ValueError, match="unknown guide"):
@@ -152,3 +153,107 @@ def test_bad_estimator_arguments():
         evaluation.importance_log_likelihood(params.generative(), x)
     with pytest.raises(ValueError, match="columns but the model has 4"):
         evaluation.exact_log_likelihood(params, np.zeros((2, 5)))
+
+
+def test_numpy_importance_sampling_reports_ess_and_khat_of_its_weights():
+    params = SBNParams.init("6-4-3", seed=2, scale=0.8)
+    x = all_binary(6)[::8]
+    est = evaluation.importance_log_likelihood(params, x, "recognition", 500, seed=1)
+    assert est.ess.shape == est.khat.shape == (8,) and np.all((est.ess >= 1) & (est.ess <= 500))
+    few = evaluation.importance_log_likelihood(params, x, "recognition", 5, seed=1)
+    assert np.all(np.isnan(few.khat)) and any("too few to estimate the Pareto k-hat" in w for w in few.warnings)
+
+
+def test_evaluation_imports_no_algorithm_and_no_jax():
+    code = ("import sys, sbn_ppl.evaluation, sbn_ppl.diagnostics; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'torch') or m.startswith('sbn_ppl.inference')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- the streaming accumulator --------------------------------------------------------------
+
+
+def test_streaming_weights_equal_the_one_shot_formulas_whatever_the_chunks():
+    rng = np.random.default_rng(0)
+    log_w = rng.normal(-50.0, 3.0, size=(1000, 7))  # weights spanning e^20: a running max is needed
+    acc = evaluation.ImportanceWeights(7, 1000)
+    cuts = [0, 1, 4, 100, 333, 999, 1000]
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        acc.add(log_w[a:b])
+    w = np.exp(log_w - log_w.max(0))
+    mean = w.mean(0)
+    np.testing.assert_allclose(acc.log_mean(), log_w.max(0) + np.log(mean), rtol=1e-12)
+    np.testing.assert_allclose(acc.stderr(), w.std(0, ddof=1) / np.sqrt(1000) / mean, rtol=1e-9)
+    np.testing.assert_allclose(acc.ess(), w.sum(0) ** 2 / (w**2).sum(0), rtol=1e-12)
+    np.testing.assert_allclose(acc.khat(), diagnostics.pareto_khat(log_w, axis=0), rtol=1e-12)
+    est, err = evaluation.log_mean_exp([log_w[:10], log_w[10:]])
+    np.testing.assert_allclose(est, acc.log_mean(), rtol=1e-12)
+    np.testing.assert_allclose(err, acc.stderr(), rtol=1e-12)
+
+
+def test_accumulator_refuses_to_give_khat_from_a_wrong_count_and_nothing_from_no_weights():
+    acc = evaluation.ImportanceWeights(2, 100)
+    with pytest.raises(ValueError, match="at least 1"):
+        acc.log_mean()
+    acc.add(np.zeros((50, 2)))
+    with pytest.raises(ValueError, match="expected 100 weights per point, got 50"):
+        acc.khat()
+    with pytest.raises(ValueError, match="at least 1"):
+        evaluation.log_mean_exp([])
+
+
+# -- effective sample size and Pareto k-hat ---------------------------------------------------
+
+
+def test_ess_of_equal_weights_is_k_and_of_one_dominant_weight_is_one():
+    assert diagnostics.effective_sample_size(np.zeros(40)) == pytest.approx(40)
+    assert diagnostics.effective_sample_size(np.r_[0.0, np.full(39, -800.0)]) == pytest.approx(1.0)
+
+
+def test_khat_equals_arviz_psis_on_continuous_weights():
+    arviz = pytest.importorskip("arviz")
+    rng = np.random.default_rng(1)
+    for k in (21, 200, 5000):
+        log_w = np.concatenate([rng.normal(size=(3, k)) * 2.0, rng.standard_t(3, size=(3, k)) * 2.0,
+                                np.log(rng.pareto(0.8, size=(2, k)))])
+        _, reference = arviz.psislw(log_w.copy())
+        np.testing.assert_allclose(diagnostics.pareto_khat(log_w), reference, rtol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [0.2, 0.5, 1.0])
+def test_khat_recovers_the_shape_of_a_pareto_tail(shape):
+    """Weights w = U^(-k) have a generalized Pareto tail of shape k exactly; k-hat from the
+    M = 213 largest of K = 5000 has a standard deviation about (1 + k) / sqrt(M) <= 0.14."""
+    rng = np.random.default_rng(2)
+    log_w = -shape * np.log(rng.random(size=(20, 5000)))
+    khat = diagnostics.pareto_khat(log_w)
+    assert abs(khat.mean() - shape) < 0.06  # the mean of 20: sd <= 0.03, plus the prior's pull to 1/2
+    assert np.all(np.abs(khat - shape) < 0.45)
+
+
+def test_khat_of_a_tail_wider_than_floating_point_is_large_not_lost():
+    """A poor guide's log-weights can span hundreds of nats; the fit still sees the tail."""
+    rng = np.random.default_rng(3)
+    log_w = rng.standard_cauchy(size=(4, 2000)) * 50.0
+    assert np.all(diagnostics.pareto_khat(log_w) > 5)
+
+
+def test_khat_is_nan_and_flagged_where_the_weights_are_discrete_or_too_few():
+    discrete = np.repeat(np.arange(5.0), 200)[None]  # five values: no tail to fit
+    assert np.isnan(diagnostics.pareto_khat(discrete))[0]
+    assert np.isnan(diagnostics.pareto_khat(np.zeros((1, 100))))[0]
+    assert np.isnan(diagnostics.pareto_khat(np.random.default_rng(0).normal(size=(1, 20))))[0]  # K < 21
+    warnings = diagnostics.importance_warnings(np.array([50.0, 60.0]), np.array([np.nan, 0.3]), 1000)
+    assert len(warnings) == 1 and "could not be estimated on 1 of 2 points" in warnings[0]
+
+
+def test_warnings_name_each_problem_and_the_points_it_touches():
+    ess, khat = np.array([500.0, 3.0, 400.0]), np.array([0.2, 0.9, 0.75])
+    warnings = diagnostics.importance_warnings(ess, khat, 1000)
+    assert len(warnings) == 2
+    assert "above 0.7 on 2 of 3 points (max 0.90)" in warnings[0]
+    assert "below 10 (of K = 1000) on 1 of 3 points (min 3.0)" in warnings[1]
+    assert diagnostics.importance_warnings(np.array([900.0]), np.array([0.4]), 1000) == ()
+    assert list(diagnostics.unreliable(ess, khat, 1000)) == [False, True, True]
+    assert diagnostics.ess_floor(5000) == 50 and diagnostics.ess_floor(100) == 10

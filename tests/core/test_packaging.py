@@ -38,3 +38,6 @@ def test_wheel_contains_only_sbn_ppl(tmp_path):
     assert packages == {"sbn_ppl", next(p for p in packages if p.endswith(".dist-info"))}
     assert "sbn_ppl/models/pyro_sbn.py" in names and "sbn_ppl/inference/__init__.py" in names
     assert "sbn_ppl/models/numpyro_sbn.py" in names
+    # every algorithm folder is packaged, without a packaging edit per folder (setup.py finds them)
+    folders = sorted(p.parent.name for p in (ROOT / "inference").glob("*/__init__.py"))
+    assert folders and all(f"sbn_ppl/inference/{f}/__init__.py" in names for f in folders)

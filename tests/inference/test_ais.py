@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from sbn_ppl import SBNParams, density, evaluation
+from sbn_ppl import SBNParams, density, evaluation, yardstick
 from sbn_ppl.cli import main
-from sbn_ppl.inference.ais import NUM_CHAINS, NUM_TEMPERATURES, ais_log_likelihood, sigmoid_schedule
+from sbn_ppl.inference.scoring.ais import NUM_CHAINS, NUM_TEMPERATURES, ais_log_likelihood, sigmoid_schedule
 
 
 def strong_net(connectivity="layered", sizes="12-6-4"):
@@ -52,17 +52,26 @@ def test_ais_is_exact_enough_on_a_dense_three_layer_net():
 def test_score_and_cli_reach_ais_with_the_same_seed_giving_the_same_numbers(tmp_path, capsys):
     params = strong_net()
     x = model_data(params, n=3)
-    a = evaluation.score(params, x, "ais", seed=5, num_temperatures=20, num_chains=10)
+    a = yardstick.score(params, x, "ais", seed=5, ais_temperatures=20, ais_chains=10)
     b = ais_log_likelihood(params, x, seed=5, num_temperatures=20, num_chains=10)
     np.testing.assert_array_equal(a.per_point, b.per_point)
     np.testing.assert_array_equal(a.stderr, b.stderr)
     path = tmp_path / "params.npz"
     params.save(path)
     code = main(["evaluate", "--params", str(path), "--data", "synthetic:12-6-4:0", "--estimator", "ais",
-                 "--temperatures", "20", "--chains", "10", "--limit", "3", "--seed", "5"])
+                 "--ais-temperatures", "20", "--ais-chains", "10", "--limit", "3", "--seed", "5"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["estimator"] == "ais(T=20,C=10)" and report["n"] == 3 and np.isfinite(report["log_likelihood"])
+
+
+def test_the_yardstick_refuses_the_old_option_names_naming_the_new_ones():
+    params = strong_net()
+    x = model_data(params, n=1)
+    for old, new in (("num_temperatures", "ais_temperatures"), ("num_chains", "ais_chains")):
+        with pytest.raises(ValueError, match=f"'{old}' was renamed: use '{new}'") as e:
+            yardstick.score(params, x, "ais", **{old: 10})
+        assert "\n" not in str(e.value)
 
 
 def test_defaults_and_schedule():

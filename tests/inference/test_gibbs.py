@@ -1,5 +1,8 @@
 """The single-unit Gibbs kernel (JAX and torch) and the stock DiscreteHMCGibbs against
 exact posterior answers computed by enumeration on small nets."""
+import functools
+import re
+
 import jax
 import numpy as np
 import pyro
@@ -8,7 +11,7 @@ import torch
 from numpyro.infer import MCMC, NUTS, DiscreteHMCGibbs
 
 from sbn_ppl import SBNParams, density, evaluation
-from sbn_ppl.inference import gibbs_jax, gibbs_torch
+from sbn_ppl.inference.gibbs import numpyro as gibbs_jax, pyro as gibbs_torch
 from sbn_ppl.models import numpyro_sbn, pyro_sbn
 
 
@@ -150,7 +153,9 @@ def test_pyro_mcmc_runs_our_kernel_on_the_pyro_model():
 def test_stock_discrete_hmc_gibbs_samples_the_exact_posterior_marginals():
     params = small_net("layered", sizes="4-3-2", seed=5)
     x = data(1, 4, seed=1)
-    mcmc = MCMC(DiscreteHMCGibbs(NUTS(numpyro_sbn.model)), num_warmup=100, num_samples=4000, progress_bar=False)
+    # the stock kernel enumerates each discrete site's support: it needs the per-unit sites
+    model = functools.partial(numpyro_sbn.model, unit_plates=True)
+    mcmc = MCMC(DiscreteHMCGibbs(NUTS(model)), num_warmup=100, num_samples=4000, progress_bar=False)
     mcmc.run(jax.random.PRNGKey(0), params, x)
     samples = mcmc.get_samples()
     assert samples["h1"].shape == (4000, 1, 3)
@@ -177,3 +182,50 @@ def test_bad_kernel_settings_are_refused():
         gibbs_torch.SBNGibbs(beta=1.5)
     with pytest.raises(ValueError, match="chains"):
         gibbs_jax.init(jax.random.PRNGKey(0), small_net("layered"), data(1, 6), num_chains=0)
+
+
+def test_our_kernels_read_the_same_problem_from_either_site_layout():
+    """SBNGibbs finds the parameters and the data by site name, so the model with one
+    ``.to_event(1)`` site per layer (the default, run under MCMC above) and the one with
+    per-unit plates pose it the same problem: the same weights and the same data."""
+    params = small_net("layered")
+    x = data(2, 6)
+    problems = [gibbs_jax.model_problem(model, (params, x), {})
+                for model in (numpyro_sbn.model, functools.partial(numpyro_sbn.model, unit_plates=True))]
+    pyro.clear_param_store()
+    problems += [gibbs_torch.model_problem(model, params, (params, torch.tensor(x)), {})
+                 for model in (pyro_sbn.model, functools.partial(pyro_sbn.model, unit_plates=True))]
+    for theta, x_seen in problems:
+        theta = theta.theta if isinstance(theta, gibbs_torch.TorchParams) else theta
+        np.testing.assert_array_equal(np.asarray(x_seen), x)
+        for k in params.generative():
+            if k != "sizes":
+                np.testing.assert_allclose(np.asarray(theta[k]), params[k], rtol=1e-6)
+
+
+BAD_DATA = {
+    "non-binary": lambda x: np.where(np.arange(x.size).reshape(x.shape) == 7, 0.5, x),
+    "NaN": lambda x: np.where(np.arange(x.size).reshape(x.shape) == 7, np.nan, x),
+    "wrong width": lambda x: x[:, :-1],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_DATA))
+def test_both_kernels_refuse_bad_data_alike(kind):
+    params = small_net("layered")
+    bad = BAD_DATA[kind](data(3, 6)).astype(np.float32)
+    errors = []
+    for init in (lambda: gibbs_jax.init(jax.random.PRNGKey(0), params, bad, num_chains=2),
+                 lambda: gibbs_torch.init(torch.Generator().manual_seed(0), params, torch.tensor(bad), 2),
+                 lambda: gibbs_torch.init(torch.Generator().manual_seed(0), params, bad, 2)):
+        with pytest.raises(ValueError) as e:
+            init()
+        errors.append(str(e.value))
+    assert errors[0] == errors[1] == errors[2]
+    assert {"non-binary": "non-binary value 0.5", "NaN": "NaN at row 1", "wrong width": "5 columns"}[kind] in errors[0]
+    # and the MCMC adapters, which start from init
+    with pytest.raises(ValueError, match=re.escape(errors[0])):
+        MCMC(gibbs_jax.SBNGibbs(), num_warmup=0, num_samples=1, progress_bar=False).run(
+            jax.random.PRNGKey(0), params, bad)
+    with pytest.raises(ValueError, match=re.escape(errors[0])):
+        pyro.infer.MCMC(gibbs_torch.SBNGibbs(), num_samples=1, disable_progbar=True).run(params, torch.tensor(bad))

@@ -5,7 +5,7 @@ import pytest
 from sbn_ppl import SBNParams
 from sbn_ppl.data import synthetic
 from sbn_ppl.evaluation import exact_kl, exact_log_likelihood, posterior_marginals
-from sbn_ppl.inference import mean_field_fixed_point as fp
+from sbn_ppl.inference.fixed_point import numpyro as fp
 from sbn_ppl.methods import get_method
 
 FLOAT32_SLACK = 1e-4  # nats per data point: the bound is computed in float32 (terms of size ~10)

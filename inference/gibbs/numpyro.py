@@ -206,8 +206,8 @@ def model_problem(model, model_args, model_kwargs):
     like = next((v for v in list(model_args) + list(model_kwargs.values()) if isinstance(v, SBNParams)), None)
     if like is None:
         raise ValueError("the model's arguments hold no SBNParams (expected model(params, x))")
-    if model_kwargs.get("subsample_size") is not None:
-        raise ValueError("the SBN Gibbs kernel samples every data point; do not pass subsample_size")
+    if model_kwargs.get("subsample_size") is not None or model_kwargs.get("subsample") is not None:
+        raise ValueError("the SBN Gibbs kernel samples every data point; do not pass subsample_size or subsample")
     trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(*model_args, **model_kwargs)
     if "x" not in trace or not trace["x"]["is_observed"]:
         raise ValueError("the SBN Gibbs kernel samples p(h | x): call the model with observed data x")

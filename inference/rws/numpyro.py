@@ -1,8 +1,8 @@
 """Reweighted wake-sleep and classic wake-sleep in pure JAX, on the NumPyro model's densities.
 
 The algorithm is one pure, jittable kernel ``rws_step(key, state, x, ...) -> (state, info)``
-(BlackJAX style); :func:`rws_method` and :func:`wake_sleep_method` wrap it for the harness,
-running many steps inside one jitted ``jax.lax.fori_loop`` (the data shuffled once per epoch).
+(BlackJAX style); :func:`rws_method` and :func:`wake_sleep_method` are the
+:class:`~sbn_ppl.methods.Method` records around it (the runner owns the loop and the batches).
 
 Math (Bornschein & Bengio 2015; Le et al. 2019), for a batch of B data points, with K
 particles ``h_nk ~ q(. | x_n)`` from the recognition network and ``log w_nk = log p(x_n,
@@ -19,8 +19,6 @@ Classic wake-sleep (Hinton et al. 1995) is K = 1, insomnia = 0, S = 1.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 import jax
@@ -29,8 +27,10 @@ import numpy as np
 import optax
 
 from sbn_ppl.architecture import Architecture
-from sbn_ppl.inference.checks import check_rws_options, check_training_options
-from sbn_ppl.methods import Method
+from sbn_ppl.data import validate_binary
+from sbn_ppl.inference.rws import RWS_OPTIONS, WAKE_SLEEP_OPTIONS
+from sbn_ppl.methods import Batch, Method, Static
+from sbn_ppl.optimizers import optax_optimizer
 from sbn_ppl.models.numpyro_sbn import bernoulli_log_prob, log_joint, preactivation, recognition_logits
 from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
 
@@ -48,9 +48,6 @@ class RWSInfo(NamedTuple):
     wake_theta_loss: jax.Array
     phi_loss: jax.Array
     ess: jax.Array  # mean over the batch of the per-point effective sample size (1..K)
-
-
-check_options = check_rws_options  # K >= 1, 0 <= insomnia <= 1, S >= 1
 
 
 # -- densities and samplers ----------------------------------------------------------------
@@ -159,11 +156,6 @@ def rws_step(key, state: RWSState, x, *, arch: Architecture, optimizer: optax.Gr
     return RWSState(optax.apply_updates(state.params, updates), opt_state), info
 
 
-def wake_sleep_step(key, state: RWSState, x, *, arch: Architecture, optimizer: optax.GradientTransformation):
-    """One classic wake-sleep step (Hinton et al. 1995): K = 1, sleep-phi only, one dream per data point."""
-    return rws_step(key, state, x, arch=arch, optimizer=optimizer, k=1, insomnia=0.0, num_sleep_particles=1)
-
-
 def iwae_bound(key, arch: Architecture, params, x, k: int):
     """Per-data-point ``log (1/K) sum_k w_nk`` with ``h_nk ~ q(. | x_n)``: ``(B,)``."""
     layers, log_q = sample_guide(key, arch, params, x, k)
@@ -171,125 +163,91 @@ def iwae_bound(key, arch: Architecture, params, x, k: int):
     return jax.nn.logsumexp(log_w, axis=0) - math.log(k)
 
 
-# -- harness methods -----------------------------------------------------------------------
-
-_OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd, "rmsprop": optax.rmsprop}
+# -- the methods ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JaxRWSMethodState:
-    like: SBNParams
-    rws: RWSState
-    key: jax.Array
-    train: jax.Array
-    order: jax.Array  # this epoch's permutation of the data
-    cursor: jax.Array  # next position in ``order``
-    run_fn: Any
-    bound_fn: Any
+class Config(NamedTuple):
+    """What a jitted step needs to know (static: hashable, carried in the state)."""
+
+    arch: Architecture
+    optimizer: optax.GradientTransformation
     k: int
-    seed: int
+    insomnia: float
+    num_sleep_particles: int | None
 
 
-def _check_training_options(lr, batch_size, optimizer):
-    check_training_options(lr, batch_size, optimizer, _OPTIMIZERS)
+class MethodState(NamedTuple):
+    """``rws``: the trained arrays and the optimiser's state; ``bound_key``: the key of the
+    method's own bound; ``config``: :class:`Config` (static)."""
+
+    rws: RWSState
+    bound_key: jax.Array
+    config: Static
 
 
-def _make_run(step, batch_size: int):
-    """``num_steps`` steps in one jitted ``lax.fori_loop`` (the count is traced, so any number
-    of steps reuses one compilation); batches walk an epoch's permutation of the data."""
-
-    def one(_, carry):
-        rws, key, order, cursor, train, info_sum = carry
-        key, key_step, key_perm = jax.random.split(key, 3)
-        n = train.shape[0]
-        new_epoch = cursor + batch_size > n
-        order = jax.lax.cond(new_epoch, lambda: jax.random.permutation(key_perm, n), lambda: order)
-        cursor = jnp.where(new_epoch, 0, cursor)
-        x = train[jax.lax.dynamic_slice_in_dim(order, cursor, batch_size)]
-        rws, info = step(key_step, rws, x)
-        info_sum = jax.tree_util.tree_map(jnp.add, info_sum, info)
-        return rws, key, order, cursor + batch_size, train, info_sum
-
-    @jax.jit
-    def run(rws, key, order, cursor, train, num_steps):
-        zero = RWSInfo(*(jnp.zeros(()) for _ in RWSInfo._fields))
-        rws, key, order, cursor, _, info_sum = jax.lax.fori_loop(
-            0, num_steps, one, (rws, key, order, cursor, train, zero))
-        return rws, key, order, cursor, jax.tree_util.tree_map(lambda v: v / num_steps, info_sum)
-
-    return run
+def init_state(key, params: SBNParams, options: dict, train=None, *, k: int, insomnia: float,
+               num_sleep_particles: int | None) -> MethodState:
+    """The method's state from ``params`` (a recognition network at its default
+    initialisation if ``params`` has none) and the checked ``options`` (``lr``, ``optimizer``).
+    ``train``, when given, is checked as the Pyro twin checks it (binary, no NaN, the model's width)."""
+    arch = params.architecture
+    if train is not None:
+        validate_binary(np.asarray(train), width=arch.visible_size, name="training data")
+    if not params.has_guide("recognition"):
+        fresh = SBNParams.init(arch, int(jax.random.randint(key, (), 0, 2**31 - 1)), guide=("recognition",))
+        params = params.replace(**{name: fresh[name] for name in recognition_keys(arch)})
+    optimizer = optax_optimizer(options["optimizer"], options["lr"])
+    config = Config(arch, optimizer, int(k), float(insomnia), num_sleep_particles)
+    return MethodState(init(params, optimizer), jax.random.fold_in(key, 1), Static(config))
 
 
-@lru_cache(maxsize=32)
-def _compiled(arch: Architecture, optimizer: str, lr: float, step_options: tuple, batch_size: int, k: int):
-    """The optimiser, the jitted runner and the jitted bound for one configuration; cached,
-    so runs with the same configuration (other seeds, restarts) share compiled code."""
-    opt = _OPTIMIZERS[optimizer](lr)
-    step = partial(rws_step, arch=arch, optimizer=opt, **dict(step_options))
-    return opt, _make_run(step, batch_size), jax.jit(partial(iwae_bound, arch=arch, k=k))
+def step(key, state: MethodState, batch: Batch):
+    """One RWS step on ``batch.x`` with the configuration carried in ``state``."""
+    c = state.config.value
+    rws, info = rws_step(key, state.rws, batch.x, arch=c.arch, optimizer=c.optimizer, k=c.k, insomnia=c.insomnia,
+                         num_sleep_particles=c.num_sleep_particles)
+    return state._replace(rws=rws), info
 
 
-def _init(step_kwargs, params: SBNParams, train, seed, k, lr, batch_size, optimizer) -> JaxRWSMethodState:
-    _check_training_options(lr, batch_size, optimizer)
-    if not params.has_guide("recognition"):  # a recognition network at its default initialisation
-        fresh = SBNParams.init(params.architecture, seed, guide=("recognition",))
-        params = params.replace(**{key: fresh[key] for key in recognition_keys(params.architecture)})
-    train = jnp.asarray(np.asarray(train, dtype=np.float32))
-    batch_size = int(min(batch_size, train.shape[0]))
-    opt, run_fn, bound_fn = _compiled(params.architecture, optimizer, float(lr), tuple(sorted(step_kwargs.items())),
-                                      batch_size, int(k))
-    key, key_perm = jax.random.split(jax.random.PRNGKey(int(seed)))
-    return JaxRWSMethodState(params, init(params, opt), key, train, jax.random.permutation(key_perm, train.shape[0]),
-                             jnp.asarray(0), run_fn, bound_fn, int(k), int(seed))
+def get_params(state: MethodState) -> SBNParams:
+    arch = state.config.value.arch
+    return SBNParams({"sizes": np.asarray(arch.sizes), **{k: np.asarray(v) for k, v in state.rws.params.items()}},
+                     arch.connectivity)
 
 
-def _run(state: JaxRWSMethodState, num_steps: int):
-    if int(num_steps) < 1:
-        raise ValueError(f"the number of steps must be at least 1, got {num_steps}")
-    rws, key, order, cursor, info = state.run_fn(state.rws, state.key, state.order, state.cursor, state.train,
-                                                 jnp.asarray(int(num_steps)))
-    return (replace(state, rws=rws, key=key, order=order, cursor=cursor),
-            {name: float(v) for name, v in info._asdict().items()})
+_jitted_bound = jax.jit(iwae_bound, static_argnames=("arch", "k"))
 
 
-def _get_params(state: JaxRWSMethodState) -> SBNParams:
-    return state.like.replace(**{k: np.asarray(v) for k, v in state.rws.params.items()})
-
-
-def _bound(state: JaxRWSMethodState, x, chunk: int = 1000) -> np.ndarray:
-    """Per-data-point IWAE bound with the method's K (seeded by the method's seed)."""
-    x = np.asarray(x, dtype=np.float32)
-    key = jax.random.PRNGKey(state.seed + 1)
-    out = []
-    for i, start in enumerate(range(0, len(x), chunk)):
-        out.append(np.asarray(state.bound_fn(jax.random.fold_in(key, i), params=state.rws.params,
-                                             x=jnp.asarray(x[start:start + chunk]))))
+def bound(state: MethodState, x, chunk: int = 1000) -> np.ndarray:
+    """Per-data-point IWAE bound ``log (1/K) sum_k w_nk`` with the method's K (seeded)."""
+    c = state.config.value
+    x = validate_binary(x, width=c.arch.visible_size, name="data")
+    out = [np.asarray(_jitted_bound(jax.random.fold_in(state.bound_key, i), c.arch, state.rws.params,
+                                    jnp.asarray(x[s:s + chunk]), c.k))
+           for i, s in enumerate(range(0, len(x), chunk))]
     return np.concatenate(out).astype(np.float64)
 
 
 def rws_method() -> Method:
     """Reweighted wake-sleep, per-data-point weights, jitted JAX on the NumPyro model's densities.
 
-    ``run``'s ``info``: the means over the run's steps of :class:`RWSInfo`'s fields (``objective``:
-    the batch's mean per-data-point bound ``log (1/K) sum_k w_nk``; ``ess``: per-point ESS).
+    ``info``: :class:`RWSInfo` (``objective``: the batch's mean per-data-point bound
+    ``log (1/K) sum_k w_nk``; ``ess``: the mean per-point effective sample size).
     """
 
-    def init_(params, train, seed=0, k=5, insomnia=1.0, lr=3e-3, batch_size=100, optimizer="adam"):
-        check_options(k, insomnia)
-        return _init({"k": int(k), "insomnia": float(insomnia)}, params, train, seed, k, lr, batch_size, optimizer)
+    def init_(key, params, options, train=None):
+        return init_state(key, params, options, train, k=options["k"], insomnia=options["insomnia"],
+                          num_sleep_particles=options["num_sleep_particles"])
 
-    return Method("rws", "numpyro", init_, _run, _get_params, guide="recognition", bound=_bound,
-                  defaults={"k": 5, "insomnia": 1.0, "lr": 3e-3, "batch_size": 100, "optimizer": "adam"},
+    return Method("rws", "numpyro", init_, step, get_params, guide="recognition", bound=bound, options=RWS_OPTIONS,
                   description="reweighted wake-sleep (Bornschein & Bengio 2015), per-data-point weights, JAX")
 
 
 def wake_sleep_method() -> Method:
-    """Classic wake-sleep (Hinton et al. 1995), jitted JAX."""
+    """Classic wake-sleep (Hinton et al. 1995): K = 1, sleep-phi only, one dream per data point; jitted JAX."""
 
-    def init_(params, train, seed=0, lr=3e-3, batch_size=100, optimizer="adam"):
-        return _init({"k": 1, "insomnia": 0.0, "num_sleep_particles": 1}, params, train, seed, 1, lr, batch_size,
-                     optimizer)
+    def init_(key, params, options, train=None):
+        return init_state(key, params, options, train, k=1, insomnia=0.0, num_sleep_particles=1)
 
-    return Method("wake-sleep", "numpyro", init_, _run, _get_params, guide="recognition", bound=_bound,
-                  defaults={"lr": 3e-3, "batch_size": 100, "optimizer": "adam"},
-                  description="wake-sleep (Hinton et al. 1995), JAX")
+    return Method("wake-sleep", "numpyro", init_, step, get_params, guide="recognition", bound=bound,
+                  options=WAKE_SLEEP_OPTIONS, description="wake-sleep (Hinton et al. 1995), JAX")

@@ -20,14 +20,18 @@ batch before weighting, i.e. weights the K particles for the batch as *one* obse
 (its docstring: "Mini-batch training is not supported yet").
 
 :class:`WakeSleep` is Hinton et al. (1995): K = 1 and sleep-phi only.
-The factories at the bottom wrap both, and the stock class, as :class:`sbn_ppl.methods.Method`.
+The factories at the bottom wrap both, and the stock class, as :class:`sbn_ppl.methods.Method`
+records (``rws``, ``wake-sleep``, ``pyro-rws``; options: this folder's ``__init__``): the runner
+owns the loop, the batches, the param store scope and the RNG; a step runs one
+``loss_and_grads`` on the runner's batch and steps one optimiser for theta and one for phi.
+:func:`guide_importance_log_likelihood` scores any Pyro guide of the model by importance sampling.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
@@ -37,10 +41,13 @@ from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match, warn_if_nan
 
-from sbn_ppl.inference.checks import check_rws_options, check_training_options
+from sbn_ppl.data import validate_binary
 from sbn_ppl.evaluation import LogLikelihood, log_mean_exp
-from sbn_ppl.methods import Method
+from sbn_ppl.inference.rws import RWS_OPTIONS, STOCK_OPTIONS, WAKE_SLEEP_OPTIONS
+from sbn_ppl.methods import Batch, Method
 from sbn_ppl.models import pyro_sbn
+from sbn_ppl.optimizers import torch_optimizer
+from sbn_ppl.options import optional_positive_int, positive_int, unit_interval
 from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
 
 _PARTICLES, _SLEEP_PARTICLES = "num_particles_vectorized", "num_sleep_particles_vectorized"
@@ -53,7 +60,8 @@ class ReweightedWakeSleep(ELBO):
     :param float insomnia: weight of wake-phi against sleep-phi, in [0, 1] (1: wake-phi only).
     :param int num_sleep_particles: S, dreams ``(x, h) ~ p`` per data point for sleep-phi
         (default K).
-    :param max_plate_nesting: the model's own plate nesting (2 for our SBN); guessed by
+    :param max_plate_nesting: the model's own plate nesting (1 for our SBN, 2 with
+        ``unit_plates=True``); guessed by
         one run of the guide and model when left infinite. The particle plate sits at
         ``dim = -(max_plate_nesting + 1)``.
     :param str data_plate: name of the plate whose members are the data points; every
@@ -66,8 +74,10 @@ class ReweightedWakeSleep(ELBO):
     def __init__(self, num_particles: int = 2, insomnia: float = 1.0, num_sleep_particles: int | None = None,
                  max_plate_nesting: float = float("inf"), data_plate: str | None = "data",
                  model_has_params: bool = True):
-        check_rws_options(num_particles, insomnia, num_sleep_particles)
-        super().__init__(num_particles=int(num_particles), max_plate_nesting=max_plate_nesting,
+        num_particles = positive_int(num_particles, "num_particles")
+        insomnia = unit_interval(insomnia, "insomnia")
+        num_sleep_particles = optional_positive_int(num_sleep_particles, "num_sleep_particles")
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
                          vectorize_particles=True)
         self.insomnia = float(insomnia)
         self.num_sleep_particles = int(num_particles if num_sleep_particles is None else num_sleep_particles)
@@ -209,7 +219,7 @@ class ReweightedWakeSleep(ELBO):
         return wake_theta_loss.detach().item(), phi_loss.detach().item()
 
 
-def importance_log_likelihood(model, guide, *args, num_particles: int = 1000, particles_per_batch: int = 100,
+def guide_importance_log_likelihood(model, guide, *args, num_particles: int = 1000, particles_per_batch: int = 100,
                               seed: int = 0, max_plate_nesting: int = 2, **kwargs) -> LogLikelihood:
     """Importance-sampled ``log p(x_n)`` with **any** Pyro guide of the model, per data point.
 
@@ -259,148 +269,154 @@ def effective_sample_size(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return torch.exp(2 * torch.logsumexp(log_w, dim) - torch.logsumexp(2 * log_w, dim))
 
 
-# -- harness methods -----------------------------------------------------------------------
-
-_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
+# -- the methods -------------------------------------------------------------------------------
 
 
-@dataclass
-class PyroRWSState:
-    """A Pyro method's run: its own param store scope, two optimisers and its own RNG."""
+class MethodState(NamedTuple):
+    """A Pyro RWS run between steps (its parameters live in the runner's param store scope).
 
+    ``objective``: the ELBO-like object (ours, or ``pyro.infer.ReweightedWakeSleep``);
+    ``model``, ``guide``: what it runs (ours: scaled by ``1/N``); ``like``: the initial
+    values, generative and recognition arrays only (the architecture, and what ``pyro.param``
+    starts from); ``train``: the ``(N, D)`` training set the batches index; ``optimizers``:
+    ``(theta, phi)``, theta stepped on the wake-theta gradient, phi on the phi gradient;
+    ``k``: the bound's particles; ``seed``: seeds the bound.
+    """
+
+    objective: Any
+    model: Any
+    guide: Any
     like: SBNParams
     train: torch.Tensor
-    objective: Any  # ours or pyro.infer.ReweightedWakeSleep
-    store: dict
-    theta_optim: torch.optim.Optimizer
-    phi_optim: torch.optim.Optimizer
-    batch_size: int
+    optimizers: tuple
     k: int
     seed: int
-    per_point: bool  # ours (mini-batch in the data plate) or stock (batch passed as the data)
-    rng: torch.Tensor = field(default=None)
 
 
-def _check_training_options(lr, batch_size, optimizer):
-    check_training_options(lr, batch_size, optimizer, _OPTIMIZERS)
-
-
-def _init(objective, per_point, params: SBNParams, train, seed, k, lr, batch_size, optimizer) -> PyroRWSState:
-    _check_training_options(lr, batch_size, optimizer)
-    if not params.has_guide("recognition"):  # a recognition network at its default initialisation
-        fresh = SBNParams.init(params.architecture, seed, guide=("recognition",))
-        params = params.replace(**{key: fresh[key] for key in recognition_keys(params.architecture)})
-    x = torch.tensor(train, dtype=torch.get_default_dtype())
+def init_state(objective, seed: int, params: SBNParams, options: dict, train, *, per_point: bool = True,
+               k: int) -> MethodState:
+    """The state for ``params`` (a recognition network at its default initialisation if
+    ``params`` has none) and the checked ``options`` (``lr``, ``optimizer``): the generative
+    and recognition ``pyro.param`` sites in the current param store, and one optimiser each
+    for theta and phi. ``per_point``: scale the model and guide by ``1/N`` (ours: the batch
+    is the data plate's ``subsample``, Pyro scales it by ``N/B``, so the losses are means
+    per data point); else the stock path, which gets the batch as its data."""
     arch = params.architecture
-    # copies (torch.tensor, not as_tensor): the optimisers update the store in place, and
-    # must never write through to the caller's SBNParams arrays
-    with pyro.get_param_store().scope() as store:
-        theta = [pyro.param(key, torch.tensor(params[key])).unconstrained() for key in generative_keys(arch)]
-        phi = [pyro.param(key, torch.tensor(params[key])).unconstrained() for key in recognition_keys(arch)]
-    make = _OPTIMIZERS[optimizer]
-    with torch.random.fork_rng(devices=[]):  # the run's own RNG stream, untouched by other runs
-        torch.manual_seed(int(seed))
-        state_rng = torch.get_rng_state()
-    return PyroRWSState(params, x, objective, store, make(theta, lr=float(lr)), make(phi, lr=float(lr)),
-                        int(min(batch_size, len(x))), k, int(seed), per_point, state_rng)
+    x = torch.as_tensor(validate_binary(train, width=arch.visible_size, name="training data"),
+                        dtype=torch.get_default_dtype())
+    if not params.has_guide("recognition"):
+        fresh = SBNParams.init(arch, int(seed), guide=("recognition",))
+        params = params.replace(**{name: fresh[name] for name in recognition_keys(arch)})
+    theta_keys, phi_keys = generative_keys(arch), recognition_keys(arch)
+    # the generative and the trained guide's arrays only: no other guide's keys (issue 14)
+    like = SBNParams({"sizes": np.asarray(arch.sizes), **{name: params[name] for name in theta_keys + phi_keys}},
+                     arch.connectivity)
+
+    def unconstrained(names):
+        # copies (torch.tensor): the optimisers update the store in place, never the caller's arrays
+        return [pyro.param(name, torch.tensor(like[name], dtype=torch.get_default_dtype())).unconstrained()
+                for name in names]
+
+    make = torch_optimizer(options["optimizer"], options["lr"])
+    optimizers = (make(unconstrained(theta_keys)), make(unconstrained(phi_keys)))
+    model, guide = pyro_sbn.model, pyro_sbn.recognition_guide
+    if per_point:  # the batch's terms carry N / B (the data plate): 1 / N makes them a mean per point
+        model, guide = poutine.scale(model, 1.0 / len(x)), poutine.scale(guide, 1.0 / len(x))
+    return MethodState(objective, model, guide, like, x, optimizers, int(k), int(seed))
 
 
-def _run(state: PyroRWSState, num_steps: int):
-    n = len(state.train)
-    model = poutine.scale(pyro_sbn.model, 1.0 / n)  # loss per data point: lr does not depend on N
-    guide = poutine.scale(pyro_sbn.recognition_guide, 1.0 / n)
-    objectives, theta_losses, phi_losses = [], [], []
-    with pyro.get_param_store().scope(state.store), torch.random.fork_rng(devices=[]):
-        torch.set_rng_state(state.rng)
-        for _ in range(num_steps):
-            if state.per_point:
-                theta_loss, phi_loss = state.objective.loss_and_grads(
-                    model, guide, state.like, state.train, subsample_size=state.batch_size)
-                objective = -theta_loss  # = mean over the batch of the per-point bound
-            else:  # the stock path has no mini-batches: the batch is passed as the data set
-                idx = torch.randperm(n)[: state.batch_size]
-                theta_loss, phi_loss = state.objective.loss_and_grads(
-                    pyro_sbn.model, pyro_sbn.recognition_guide, state.like, state.train[idx])
-                objective = -theta_loss / state.batch_size  # its batch-joint bound, per data point
-                # its loss sums over the batch: scale the gradients (not the sites, which would
-                # temper its weights) so that lr means the same as for the per-point methods
-                for opt in (state.theta_optim, state.phi_optim):
-                    for group in opt.param_groups:
-                        for p in group["params"]:
-                            if p.grad is not None:
-                                p.grad.div_(state.batch_size)
-            for opt in (state.theta_optim, state.phi_optim):
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            objectives.append(objective)
-            theta_losses.append(theta_loss)
-            phi_losses.append(phi_loss)
-        state.rng = torch.get_rng_state()
-    mean = lambda v: float(sum(v) / len(v)) if v else float("nan")  # noqa: E731
-    return state, {"objective": mean(objectives), "wake_theta_loss": mean(theta_losses), "phi_loss": mean(phi_losses)}
+def _descend(optimizers, scale: float = 1.0) -> None:
+    for opt in optimizers:
+        if scale != 1.0:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.mul_(scale)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
 
 
-def _get_params(state: PyroRWSState) -> SBNParams:
-    with pyro.get_param_store().scope(state.store):
-        return pyro_sbn.read_params(state.like)
+def step(seed: int, state: MethodState, batch: Batch):
+    """One RWS step on the runner's ``batch``: the model and guide get the whole training set
+    and ``subsample=batch.index``; ``info`` per data point (``objective``: the batch's mean
+    ``log (1/K) sum_k w_nk``; ``wake_theta_loss`` = -objective; ``phi_loss``)."""
+    theta_loss, phi_loss = state.objective.loss_and_grads(state.model, state.guide, state.like, state.train,
+                                                          subsample=batch.index)
+    _descend(state.optimizers)
+    return state, {"objective": -theta_loss, "wake_theta_loss": theta_loss, "phi_loss": phi_loss}
 
 
-def _bound(state: PyroRWSState, x, chunk: int = 1000):
-    """Per-data-point IWAE bound ``log (1/K) sum_k w_nk`` with the method's K (seeded)."""
-    import numpy as np
+def stock_step(seed: int, state: MethodState, batch: Batch):
+    """One step of ``pyro.infer.ReweightedWakeSleep``: the batch rows are its data set (it has
+    no mini-batches). Its losses sum over the batch; the gradients are divided by ``B`` (not
+    the sites scaled, which would temper its weights) so ``lr`` means what it means for the
+    per-point methods, and ``info`` is per data point (``objective``: its batch-joint bound
+    ``log (1/K) sum_k prod_n w_nk``, over ``B``)."""
+    x = torch.as_tensor(batch.x, dtype=state.train.dtype)
+    theta_loss, phi_loss = state.objective.loss_and_grads(state.model, state.guide, state.like, x)
+    b = len(x)
+    _descend(state.optimizers, 1.0 / b)
+    return state, {"objective": -theta_loss / b, "wake_theta_loss": theta_loss / b, "phi_loss": phi_loss / b}
 
-    x = torch.tensor(np.asarray(x), dtype=torch.get_default_dtype())
-    estimator = ReweightedWakeSleep(num_particles=state.k, max_plate_nesting=2)
+
+def get_params(state: MethodState) -> SBNParams:
+    """The generative and recognition parameters from the current param store (no other guide's)."""
+    current = pyro_sbn.read_params(state.like)
+    return SBNParams({name: current[name] for name in state.like}, state.like.architecture.connectivity)
+
+
+def bound(state: MethodState, x, chunk: int = 1000) -> np.ndarray:
+    """Per-data-point IWAE bound ``log (1/K) sum_k w_nk`` with the method's K, seeded (its own
+    torch RNG stream: the caller's is left as it was)."""
+    x = torch.as_tensor(validate_binary(x, width=state.like.architecture.visible_size, name="data"),
+                        dtype=torch.get_default_dtype())
+    estimator = ReweightedWakeSleep(num_particles=state.k, max_plate_nesting=1)
     out = []
-    with pyro.get_param_store().scope(state.store), torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(state.seed + 1)
         for start in range(0, len(x), chunk):
-            log_w = estimator.log_weights(pyro_sbn.model, pyro_sbn.recognition_guide, state.like, x[start:start + chunk])
+            rows = x[start:start + chunk]
+            log_w = estimator.log_weights(pyro_sbn.model, pyro_sbn.recognition_guide, state.like, rows)
             out.append(torch.logsumexp(log_w, 0) - math.log(state.k))
     return torch.cat(out).double().numpy()
 
 
 def rws_method() -> Method:
-    """Our per-data-point RWS on the Pyro model and recognition guide (mini-batches in the data plate).
+    """Our per-data-point RWS (:class:`ReweightedWakeSleep`) on the Pyro model and recognition
+    guide; the runner's batch is the data plate's ``subsample``. ``info`` (per data point):
+    ``objective``, the batch's mean ``log (1/K) sum_k w_nk``; ``wake_theta_loss``; ``phi_loss``."""
 
-    ``run``'s ``info``: ``objective``, the mean over the run's steps of the batch's mean
-    per-data-point bound ``log (1/K) sum_k w_nk``; ``wake_theta_loss`` and ``phi_loss`` (per data point).
-    """
+    def init(seed, params, options, train):
+        objective = ReweightedWakeSleep(num_particles=options["k"], insomnia=options["insomnia"],
+                                        num_sleep_particles=options["num_sleep_particles"], max_plate_nesting=1)
+        return init_state(objective, seed, params, options, train, k=options["k"])
 
-    def init(params, train, seed=0, k=5, insomnia=1.0, lr=3e-3, batch_size=100, optimizer="adam"):
-        objective = ReweightedWakeSleep(num_particles=k, insomnia=insomnia, max_plate_nesting=2)
-        return _init(objective, True, params, train, seed, int(k), lr, batch_size, optimizer)
-
-    return Method("rws", "pyro", init, _run, _get_params, guide="recognition", bound=_bound,
-                  defaults={"k": 5, "insomnia": 1.0, "lr": 3e-3, "batch_size": 100, "optimizer": "adam"},
+    return Method("rws", "pyro", init, step, get_params, guide="recognition", bound=bound, options=RWS_OPTIONS,
                   description="reweighted wake-sleep (Bornschein & Bengio 2015), per-data-point weights, Pyro")
 
 
 def wake_sleep_method() -> Method:
-    """Classic wake-sleep on the Pyro model and recognition guide; ``info["objective"]`` is the
-    mean one-sample ELBO estimate ``log p(x, h) - log q(h|x)`` per data point."""
+    """Classic wake-sleep (:class:`WakeSleep`) on the Pyro model and recognition guide;
+    ``info["objective"]`` is the batch's mean one-sample ELBO estimate ``log p(x, h) - log q(h|x)``."""
 
-    def init(params, train, seed=0, lr=3e-3, batch_size=100, optimizer="adam"):
-        return _init(WakeSleep(max_plate_nesting=2), True, params, train, seed, 1, lr, batch_size, optimizer)
+    def init(seed, params, options, train):
+        return init_state(WakeSleep(max_plate_nesting=1), seed, params, options, train, k=1)
 
-    return Method("wake-sleep", "pyro", init, _run, _get_params, guide="recognition", bound=_bound,
-                  defaults={"lr": 3e-3, "batch_size": 100, "optimizer": "adam"},
-                  description="wake-sleep (Hinton et al. 1995), Pyro")
+    return Method("wake-sleep", "pyro", init, step, get_params, guide="recognition", bound=bound,
+                  options=WAKE_SLEEP_OPTIONS, description="wake-sleep (Hinton et al. 1995), Pyro")
 
 
 def stock_rws_method() -> Method:
     """Pyro's own ``pyro.infer.ReweightedWakeSleep`` on our model and guide (two optimisers,
-    vectorised particles, the guide's ``observations`` keyword for sleep-phi). It weights
-    the particles for each batch jointly; ``info["objective"]`` is that bound per data point."""
+    vectorised particles, the guide's ``observations`` keyword for sleep-phi), the batch rows
+    passed as the data set. It weights the particles for each batch jointly."""
 
-    def init(params, train, seed=0, k=5, insomnia=1.0, lr=3e-3, batch_size=100, optimizer="adam"):
-        check_rws_options(k, insomnia)
-        if k < 2:
-            raise ValueError(f"pyro.infer.ReweightedWakeSleep needs K >= 2 particles, got {k}")
-        objective = pyro.infer.ReweightedWakeSleep(num_particles=int(k), insomnia=float(insomnia),
-                                                   vectorize_particles=True, max_plate_nesting=2)
-        return _init(objective, False, params, train, seed, int(k), lr, batch_size, optimizer)
+    def init(seed, params, options, train):
+        if options["k"] < 2:
+            raise ValueError(f"pyro.infer.ReweightedWakeSleep needs K >= 2 particles, got {options['k']}")
+        objective = pyro.infer.ReweightedWakeSleep(num_particles=options["k"], insomnia=options["insomnia"],
+                                                   vectorize_particles=True, max_plate_nesting=1)
+        return init_state(objective, seed, params, options, train, per_point=False, k=options["k"])
 
-    return Method("pyro-rws", "pyro", init, _run, _get_params, guide="recognition", bound=_bound,
-                  defaults={"k": 5, "insomnia": 1.0, "lr": 3e-3, "batch_size": 100, "optimizer": "adam"},
-                  description="pyro.infer.ReweightedWakeSleep (stock; batch-joint weights)")
+    return Method("pyro-rws", "pyro", init, stock_step, get_params, guide="recognition", bound=bound,
+                  options=STOCK_OPTIONS, description="pyro.infer.ReweightedWakeSleep (stock; batch-joint weights)")

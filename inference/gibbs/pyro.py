@@ -1,6 +1,6 @@
 """Single-unit Gibbs sampling of an SBN's posterior ``p(h | x)`` in torch (Neal 1992, section 3).
 
-The twin of :mod:`sbn_ppl.inference.gibbs_jax` (same sweep order, same arithmetic): for
+The twin of :mod:`sbn_ppl.inference.gibbs.numpyro` (same sweep order, same arithmetic): for
 unit ``k`` with children ``c`` (DESIGN.md section 2)::
 
     logit p(h_k = 1 | rest) = a_k + sum_c [ c w_kc - softplus(a_c^0 + w_kc) + softplus(a_c^0) ]
@@ -19,12 +19,14 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import NamedTuple
 
+import numpy as np
 import pyro
 import torch
 import torch.nn.functional as F
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from sbn_ppl.architecture import Architecture, site_name
+from sbn_ppl.data import validate_binary
 from sbn_ppl.models import pyro_sbn
 from sbn_ppl.params import SBNParams, generative_keys
 
@@ -177,11 +179,21 @@ def sample_prior(generator: torch.Generator, params, batch_shape) -> GibbsState:
 
 
 def init(generator: torch.Generator, params, x, num_chains: int | None = None) -> GibbsState:
-    """Hidden layers from the prior for data ``x`` ``(N, D)``: ``(N, n_l)`` or ``(num_chains, N, n_l)``."""
+    """Hidden layers from the prior for data ``x`` ``(N, D)``: ``(N, n_l)`` or ``(num_chains, N, n_l)``.
+    ``x`` is checked (binary, no NaN, the model's width) as by the JAX twin's ``init``."""
+    x = _checked_data(params, x)
     if num_chains is not None and num_chains < 1:
         raise ValueError(f"the number of chains must be at least 1, got {num_chains}")
     batch = tuple(x.shape[:-1]) if num_chains is None else (int(num_chains),) + tuple(x.shape[:-1])
     return sample_prior(generator, params, batch)
+
+
+def _checked_data(params, x) -> torch.Tensor:
+    """``x`` as a float32 tensor, checked (binary, no NaN, the model's width) with
+    :func:`sbn_ppl.data.validate_binary`, as the JAX twin checks its data."""
+    shape = tuple(np.shape(x))
+    rows = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x).reshape(-1, shape[-1] if shape else 1)
+    return torch.as_tensor(validate_binary(rows, width=params.architecture.visible_size, name="x").reshape(shape))
 
 
 @torch.no_grad()
@@ -207,8 +219,8 @@ def conditional_logits(params, x, hidden, beta: float = 1.0) -> list:
 def model_problem(model, like: SBNParams, args, kwargs):
     """``(TorchParams, x)`` that the Pyro SBN ``model`` conditions on: its ``pyro.param``
     values (the param store's, as for any Pyro model) and its observed ``x``."""
-    if kwargs.get("subsample_size") is not None:
-        raise ValueError("the SBN Gibbs kernel samples every data point; do not pass subsample_size")
+    if kwargs.get("subsample_size") is not None or kwargs.get("subsample") is not None:
+        raise ValueError("the SBN Gibbs kernel samples every data point; do not pass subsample_size or subsample")
     with torch.no_grad():
         trace = pyro.poutine.trace(model).get_trace(*args, **kwargs)
     if "x" not in trace.nodes or not trace.nodes["x"]["is_observed"]:

@@ -2,7 +2,7 @@
 
 The chain starts from the prior ``p(h)`` (exact ancestral samples) and is annealed
 through ``f_t(h) = p(h) p(x | h)^{beta_t}``, ``0 = beta_0 < beta_1 < ... < beta_T = 1``,
-with the tempered Gibbs sweep of :mod:`sbn_ppl.inference.gibbs_jax` as the transition
+with the tempered Gibbs sweep of :mod:`sbn_ppl.inference.gibbs.numpyro` as the transition
 that leaves ``f_t`` invariant. Each run's log-weight::
 
     log w = sum_{t=1..T} (beta_t - beta_{t-1}) log p(x | h_{t-1}),   h_t ~ T_t(h_{t-1}, .)
@@ -30,12 +30,13 @@ from sbn_ppl.evaluation import LogLikelihood, log_mean_exp
 from sbn_ppl.models import numpyro_sbn
 from sbn_ppl.params import SBNParams
 
-from . import gibbs_jax
+from sbn_ppl.inference.gibbs import numpyro as gibbs_jax
+from sbn_ppl.inference.scoring import AIS_CHAINS, AIS_TEMPERATURES
 
 # Defaults sized for a CPU: the digits test set (359 points) on 64-32-16 in about a minute
 # on 2 cores. Papers use more (T in the thousands, C = 100); pass them for final figures.
-NUM_TEMPERATURES = 500  # default T: intermediate distributions (one Gibbs sweep each)
-NUM_CHAINS = 20  # default C: independent annealing runs per data point
+NUM_TEMPERATURES = AIS_TEMPERATURES  # default T: intermediate distributions (one Gibbs sweep each)
+NUM_CHAINS = AIS_CHAINS  # default C: independent annealing runs per data point
 _ROWS_PER_CHUNK = 1 << 14  # data points x chains annealed at once (bounds memory)
 
 
@@ -80,6 +81,8 @@ def ais_log_likelihood(
     num_temperatures: int = NUM_TEMPERATURES,
     num_chains: int = NUM_CHAINS,
     betas=None,
+    *,
+    progress: bool = False,
 ) -> LogLikelihood:
     """AIS estimate of ``log p(x_n)`` for every row of ``x``, with its standard error.
 
@@ -91,6 +94,7 @@ def ais_log_likelihood(
     :param num_chains: ``C``, independent annealing runs per data point (default 20).
     :param betas: an explicit increasing schedule from 0 to 1 (overrides ``num_temperatures``);
         default :func:`sigmoid_schedule`.
+    :param progress: show a progress bar over the data points (with an ETA).
     :returns: :class:`~sbn_ppl.evaluation.LogLikelihood` (``estimator`` ``"ais(T=..,C=..)"``).
     """
     if betas is None:
@@ -108,13 +112,24 @@ def ais_log_likelihood(
     chunk = min(n, max(1, _ROWS_PER_CHUNK // int(num_chains)))
     key, schedule = random.PRNGKey(seed), jnp.asarray(betas, jnp.float32)
     estimates, errors = [], []
-    for i, start in enumerate(range(0, n, chunk)):
-        xb = np.zeros((chunk, x.shape[1]), np.float32)  # the last chunk padded: one compilation
-        rows = min(chunk, n - start)
-        xb[:rows] = x[start:start + rows]
-        log_w = anneal(random.fold_in(key, i), theta, jnp.asarray(xb), schedule, num_chains=int(num_chains))
-        est, err = log_mean_exp([np.asarray(log_w, dtype=np.float64)[:, :rows]])
-        estimates.append(est)
-        errors.append(err)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, unit="point", desc="AIS", leave=False)
+    try:
+        for i, start in enumerate(range(0, n, chunk)):
+            xb = np.zeros((chunk, x.shape[1]), np.float32)  # the last chunk padded: one compilation
+            rows = min(chunk, n - start)
+            xb[:rows] = x[start:start + rows]
+            log_w = anneal(random.fold_in(key, i), theta, jnp.asarray(xb), schedule, num_chains=int(num_chains))
+            est, err = log_mean_exp([np.asarray(log_w, dtype=np.float64)[:, :rows]])
+            estimates.append(est)
+            errors.append(err)
+            if bar is not None:
+                bar.update(rows)
+    finally:
+        if bar is not None:
+            bar.close()
     return LogLikelihood(np.concatenate(estimates), np.concatenate(errors),
                          f"ais(T={betas.size - 1},C={int(num_chains)})")

@@ -1,0 +1,188 @@
+"""Mean-field SVI with NumPyro's ``SVI`` (the math and the options: this folder's ``__init__``).
+
+One step is ``svi.update`` on the runner's batch: the model and the guide get the whole
+training set and ``subsample=batch.index``, so the ``"data"`` plate scales the batch's
+terms by ``N / B``. The loss is :class:`~sbn_ppl.inference.score_function.numpyro.TraceGraphBaselineELBO`,
+the score-function ELBO with the chosen baseline. The step is pure and jittable: the
+``SVIState`` rides in :class:`MethodState`, the ``SVI`` object in its static :class:`Config`.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jax import random
+from numpyro import handlers
+from numpyro.infer import SVI
+
+from sbn_ppl.architecture import Architecture, site_name
+from sbn_ppl.data import validate_binary
+from sbn_ppl.inference.mean_field import MEAN_FIELD_SVI_OPTIONS
+from sbn_ppl.inference.score_function import nvil_init
+from sbn_ppl.inference.score_function.numpyro import TraceGraphBaselineELBO, guide_gradient_moments, with_baselines
+from sbn_ppl.methods import Batch, Method, Static
+from sbn_ppl.models import numpyro_sbn
+from sbn_ppl.models.local_guides_numpyro import local_mean_field_guide
+from sbn_ppl.models.mean_field_local import local_keys, with_local_params
+from sbn_ppl.optimizers import optax_optimizer
+from sbn_ppl.params import SBNParams, generative_keys, mean_field_keys
+
+
+class Config(NamedTuple):
+    """What the jitted step needs (static: hashable, carried in the state)."""
+
+    svi: SVI  # model, guide + baselines, optax optimiser, TraceGraphBaselineELBO
+    arch: Architecture
+    keys: tuple[str, ...]  # the trained parameters: generative + the guide's
+    structure: jax.tree_util.PyTreeDef  # of an SBNParams with exactly ``keys``
+    num_data: int
+    amortised: bool
+
+
+class MethodState(NamedTuple):
+    """``svi``: numpyro's ``SVIState`` (optimiser state with every parameter, the decaying
+    averages as mutable state); ``train``: the ``(N, D)`` training set the batches index;
+    ``bound_key``: the key of the method's own bound; ``config``: :class:`Config` (static)."""
+
+    svi: numpyro.infer.svi.SVIState
+    train: jax.Array
+    bound_key: jax.Array
+    config: Static
+
+
+class SVIInfo(NamedTuple):
+    objective: jax.Array  # the batch's ELBO estimate, per data point
+
+
+@functools.lru_cache(maxsize=32)
+def _svi(arch: Architecture, amortised: bool, baseline: str, optimizer, num_particles: int) -> SVI:
+    """One ``SVI`` per configuration, so a second run of the same configuration reuses the compiled step."""
+    guide = numpyro_sbn.mean_field_guide if amortised else local_mean_field_guide
+    return SVI(numpyro_sbn.model, with_baselines(guide, baseline, arch), optimizer,
+               TraceGraphBaselineELBO(baseline, num_particles))
+
+
+def _view(c: Config, arrays: dict) -> SBNParams:
+    """``arrays`` (possibly traced) as an :class:`SBNParams` pytree, for the model's signature
+    (under ``SVI`` the model's ``numpyro.param`` values come from the optimiser state)."""
+    return jax.tree.unflatten(c.structure, [arrays[k] for k in c.keys])
+
+
+def init_state(key, params: SBNParams, options: dict, train) -> MethodState:
+    """The state for ``params`` (a default mean-field network if ``params`` has none; zero
+    local logits for the local guide) and the checked ``options``."""
+    if not options["jit"]:
+        raise ValueError("jit=False: the NumPyro step is always compiled (the runner scans it); "
+                         "to run it op by op for debugging, call fit inside `with jax.disable_jit():`")
+    arch = params.architecture
+    train = jnp.asarray(validate_binary(np.asarray(train), width=arch.visible_size, name="training data"))
+    key_svi, key_nvil, key_guide, key_bound = random.split(key, 4)
+    amortised = options["amortised"]
+    if amortised:
+        if not params.has_guide("mean_field"):
+            fresh = SBNParams.init(arch, int(random.randint(key_guide, (), 0, 2**31 - 1)), guide=("mean_field",))
+            params = params.replace(**{k: fresh[k] for k in mean_field_keys(arch)})
+        guide_keys = mean_field_keys(arch)
+    else:
+        params = with_local_params(params, train.shape[0])
+        guide_keys = local_keys(arch)
+    # only the generative and this guide's parameters: no other guide's keys (issue 14)
+    like = SBNParams({"sizes": np.asarray(arch.sizes), **{k: params[k] for k in generative_keys(arch) + guide_keys}},
+                     arch.connectivity)
+    keys = tuple(k for k in like if k != "sizes")  # in the pytree's leaf order
+    svi = _svi(arch, amortised, options["baseline"], optax_optimizer(options["optimizer"], options["lr"]),
+               options["num_particles"])
+    start = {k: jnp.asarray(params[k]) for k in keys}
+    if options["baseline"] == "nvil":
+        start.update({k: jnp.asarray(v) for k, v in
+                      nvil_init(arch, seed=int(random.randint(key_nvil, (), 0, 2**31 - 1))).items()})
+    config = Config(svi, arch, keys, jax.tree.structure(like), int(train.shape[0]), amortised)
+    svi_state = svi.init(key_svi, _view(config, start), train, subsample=jnp.arange(1), init_params=start)
+    return MethodState(svi_state, train, key_bound, Static(config))
+
+
+def step(key, state: MethodState, batch: Batch):
+    """One SVI update on ``batch`` (the model sees the whole training set and ``subsample=batch.index``)."""
+    c = state.config.value
+    current = c.svi.get_params(state.svi)
+    svi_state, loss = c.svi.update(state.svi._replace(rng_key=key), _view(c, current), state.train,
+                                   subsample=batch.index)
+    return state._replace(svi=svi_state), SVIInfo(-loss / c.num_data)  # loss = -(N / B) sum_batch ELBO_n
+
+
+def get_params(state: MethodState) -> SBNParams:
+    """The generative parameters and the trained guide's (``q_mf_*`` or ``q_mf_local_*``) only."""
+    c = state.config.value
+    current = c.svi.get_params(state.svi)
+    return SBNParams({"sizes": np.asarray(c.arch.sizes), **{k: np.asarray(current[k]) for k in c.keys}},
+                     c.arch.connectivity)
+
+
+def bound(state: MethodState, x, num_particles: int = 100):
+    """The amortised guide's Monte Carlo ELBO on ``x`` per data point (seeded); ``None`` for
+    the local guide (it has logits only for its training points)."""
+    c = state.config.value
+    if not c.amortised:
+        return None
+    return mc_elbo(get_params(state), x, num_particles, key=state.bound_key)[0]
+
+
+def method() -> Method:
+    """``mean-field-svi`` on the NumPyro backend: ``info`` is :class:`SVIInfo`."""
+    return Method("mean-field-svi", "numpyro", init_state, step, get_params, guide="mean_field", bound=bound,
+                  options=MEAN_FIELD_SVI_OPTIONS,
+                  description="mean-field guide by NumPyro SVI (jit) + score-function ELBO with baselines")
+
+
+# -- the amortised guide's ELBO, and gradient variance (tests and benchmarks) -----------------------
+
+
+def mc_elbo(params: SBNParams, x, num_particles: int = 1000, seed: int = 0, key=None):
+    """Monte Carlo ELBO of the amortised mean-field guide per data point, from NumPyro traces.
+
+    ``(1/K) sum_k [log p(x_n, h_k) - log q(h_k | x_n)]``, ``h_k ~ q(. | x_n)`` (a ``particles``
+    plate); returns the estimates ``(N,)`` and their standard errors ``(N,)`` (float64).
+    """
+    if num_particles < 2:
+        raise ValueError(f"num_particles must be at least 2 (for a standard error), got {num_particles}")
+    x = jnp.asarray(validate_binary(x, width=params.architecture.visible_size, name="data"))
+    key = random.PRNGKey(seed) if key is None else key
+    arch = params.architecture
+    params = SBNParams({"sizes": np.asarray(arch.sizes), **{k: params[k] for k in generative_keys(arch)
+                                                             + mean_field_keys(arch)}}, arch.connectivity)
+    log_w = np.asarray(_mc_log_weights(params, x, key, num_particles), np.float64)
+    return log_w.mean(0), log_w.std(0, ddof=1) / np.sqrt(num_particles)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _mc_log_weights(params, x, key, num_particles):
+    """``log p(x_n, h_k) - log q(h_k | x_n)``, ``h_k ~ q``: ``(K, N)``."""
+    arch = params.architecture
+    with numpyro.plate("particles", num_particles, dim=-2):
+        guide_tr = handlers.trace(handlers.seed(numpyro_sbn.mean_field_guide, key)).get_trace(params, x)
+        model_tr = handlers.trace(handlers.replay(numpyro_sbn.model, guide_tr)).get_trace(params, x)
+
+    def log_prob(tr, l):
+        return tr[site_name(l)]["fn"].log_prob(tr[site_name(l)]["value"])  # (K, N): one site per layer
+
+    log_w = sum(log_prob(model_tr, l) for l in range(arch.num_layers + 1))  # log p(x_n, h_k)
+    return log_w - sum(log_prob(guide_tr, l) for l in range(1, arch.num_layers + 1))  # - log q(h_k | x_n)
+
+
+def mean_field_gradient_moments(params: SBNParams, x, baseline: str = "none", *, amortised: bool = True,
+                                subsample_size: int | None = None, **kwargs):
+    """Moments of the one-sample gradient w.r.t. the mean-field guide's parameters
+    (:func:`~sbn_ppl.inference.score_function.numpyro.guide_gradient_moments` on this
+    method's model and guide). ``x``: the batch (amortised), or the data set whose rows the
+    local logits belong to, subsampled ``subsample_size`` at a time."""
+    arch = params.architecture
+    if amortised:
+        return guide_gradient_moments(numpyro_sbn.model, numpyro_sbn.mean_field_guide, params, x,
+                                      mean_field_keys(arch), baseline, **kwargs)
+    params = with_local_params(params, len(x))
+    return guide_gradient_moments(numpyro_sbn.model, local_mean_field_guide, params, x, local_keys(arch), baseline,
+                                  subsample_size=subsample_size, **kwargs)

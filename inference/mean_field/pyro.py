@@ -1,0 +1,157 @@
+"""Mean-field SVI with Pyro's own ``SVI`` and ``TraceGraph_ELBO`` (the math and the options:
+this folder's ``__init__``).
+
+One step is ``svi.step`` on the runner's batch: the model and the guide get the whole
+training set and ``subsample=batch.index`` (Pyro scales the batch's terms by ``N / B``).
+The loss is Pyro's stock score-function ELBO, ``JitTraceGraph_ELBO`` (``jit=True``) or
+``TraceGraph_ELBO``, with the baselines of :mod:`sbn_ppl.inference.score_function.pyro`
+set in the guide's ``infer`` dicts. The parameters live in the runner's param store scope.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+
+from sbn_ppl.architecture import site_name
+from sbn_ppl.data import validate_binary
+from sbn_ppl.inference.mean_field import MEAN_FIELD_SVI_OPTIONS
+from sbn_ppl.inference.score_function.pyro import NVILBaseline, guide_gradient_moments, with_baselines
+from sbn_ppl.methods import Batch, Method
+from sbn_ppl.models import pyro_sbn
+from sbn_ppl.models.local_guides_pyro import local_mean_field_guide
+from sbn_ppl.models.mean_field_local import local_keys, with_local_params
+from sbn_ppl.optimizers import pyro_optimizer
+from sbn_ppl.params import SBNParams, generative_keys, mean_field_keys
+
+class MethodState(NamedTuple):
+    """``svi``: the ``pyro.infer.SVI`` (its parameters are in the runner's param store);
+    ``like``: the initial parameters (values of first use, and the architecture);
+    ``keys``: the trained parameters (generative + the guide's); ``train``: the ``(N, D)``
+    training set the batches index; ``amortised``; ``jit``: whether ``svi`` is the traced
+    one (its model takes tensors only); ``seed``: seeds the method's bound."""
+
+    svi: Any
+    like: SBNParams
+    keys: tuple[str, ...]
+    train: torch.Tensor
+    amortised: bool
+    jit: bool
+    seed: int
+
+
+def init_state(seed: int, params: SBNParams, options: dict, train) -> MethodState:
+    """The state for ``params`` (a default mean-field network if ``params`` has none; zero
+    local logits for the local guide) and the checked ``options``."""
+    if options["jit"] and options["baseline"] == "decaying":
+        raise ValueError("jit=True cannot use baseline='decaying': Pyro writes its decaying average into the param "
+                         "store inside the traced step, which torch.jit.trace does not replay; pass jit=False "
+                         "(or use baseline 'nvil' or 'none')")
+    arch = params.architecture
+    x = torch.as_tensor(validate_binary(train, width=arch.visible_size, name="training data"))
+    amortised = options["amortised"]
+    if amortised:
+        if not params.has_guide("mean_field"):
+            fresh = SBNParams.init(arch, int(seed), guide=("mean_field",))
+            params = params.replace(**{k: fresh[k] for k in mean_field_keys(arch)})
+        guide, guide_keys = pyro_sbn.mean_field_guide, mean_field_keys(arch)
+    else:
+        params = with_local_params(params, len(x))
+        guide, guide_keys = local_mean_field_guide, local_keys(arch)
+    # only the generative and this guide's parameters: no other guide's keys (issue 14)
+    like = SBNParams({"sizes": np.asarray(arch.sizes), **{k: params[k] for k in generative_keys(arch) + guide_keys}},
+                     arch.connectivity)
+    net = NVILBaseline(arch, seed=int(seed)) if options["baseline"] == "nvil" else None
+    guide = with_baselines(guide, options["baseline"], net)
+    optim = pyro_optimizer(options["optimizer"], options["lr"])
+    if options["jit"]:  # the same estimator, traced by torch.jit: tensors only as arguments
+        def model_fn(x, idx):
+            return pyro_sbn.model(like, x, subsample=idx)
+
+        def guide_fn(x, idx):
+            return guide(like, x, subsample=idx)
+
+        elbo = pyro.infer.JitTraceGraph_ELBO(num_particles=options["num_particles"], max_plate_nesting=1,
+                                             ignore_jit_warnings=True)
+        svi = pyro.infer.SVI(model_fn, guide_fn, optim, elbo)
+    else:
+        elbo = pyro.infer.TraceGraph_ELBO(num_particles=options["num_particles"], max_plate_nesting=1)
+        svi = pyro.infer.SVI(pyro_sbn.model, guide, optim, elbo)
+    return MethodState(svi, like, tuple(k for k in like if k != "sizes"), x, amortised, options["jit"], int(seed))
+
+
+def step(seed: int, state: MethodState, batch: Batch):
+    """One SVI step on ``batch`` (the model sees the whole training set and ``subsample=batch.index``)."""
+    if state.jit:
+        loss = state.svi.step(state.train, batch.index)
+    else:
+        loss = state.svi.step(state.like, state.train, subsample=batch.index)
+    return state, {"objective": -loss / len(state.train)}  # loss = -(N / B) sum_batch ELBO_n
+
+
+def get_params(state: MethodState) -> SBNParams:
+    """The generative parameters and the trained guide's (``q_mf_*`` or ``q_mf_local_*``) only."""
+    current = pyro_sbn.read_params(like=state.like)
+    return SBNParams({"sizes": np.asarray(state.like.architecture.sizes), **{k: current[k] for k in state.keys}},
+                     state.like.architecture.connectivity)
+
+
+def bound(state: MethodState, x, num_particles: int = 100):
+    """The amortised guide's Monte Carlo ELBO on ``x`` per data point (seeded); ``None`` for
+    the local guide (it has logits only for its training points)."""
+    if not state.amortised:
+        return None
+    return mc_elbo(get_params(state), x, num_particles, seed=state.seed + 1)[0]
+
+
+def method() -> Method:
+    """``mean-field-svi`` on the Pyro backend: ``info`` is ``{"objective": ELBO per data point}``."""
+    return Method("mean-field-svi", "pyro", init_state, step, get_params, guide="mean_field", bound=bound,
+                  options=MEAN_FIELD_SVI_OPTIONS,
+                  description="mean-field guide by Pyro SVI + TraceGraph_ELBO (score function with baselines)")
+
+
+# -- the amortised guide's ELBO, and gradient variance (tests and benchmarks) -----------------------
+
+
+def mc_elbo(params: SBNParams, x, num_particles: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Monte Carlo ELBO of the amortised mean-field guide per data point, from Pyro traces.
+
+    ``(1/K) sum_k [log p(x_n, h_k) - log q(h_k | x_n)]``, ``h_k ~ q(. | x_n)``, vectorised with a
+    ``particles`` plate; returns the estimates ``(N,)`` and their standard errors ``(N,)`` (float64).
+    """
+    if num_particles < 2:
+        raise ValueError(f"num_particles must be at least 2 (for a standard error), got {num_particles}")
+    arch = params.architecture
+    x = torch.as_tensor(validate_binary(x, width=arch.visible_size, name="data"))
+    with pyro.get_param_store().scope(), torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)  # a fresh param store: the values are those of `params`
+        with pyro.plate("particles", num_particles, dim=-2):
+            guide_tr = poutine.trace(pyro_sbn.mean_field_guide).get_trace(params, x)
+            model_tr = poutine.trace(poutine.replay(pyro_sbn.model, trace=guide_tr)).get_trace(params, x)
+
+    def log_prob(tr, l):
+        return tr.nodes[site_name(l)]["fn"].log_prob(tr.nodes[site_name(l)]["value"])  # (K, N): one site per layer
+
+    log_w = sum(log_prob(model_tr, l) for l in range(arch.num_layers + 1))  # log p(x_n, h_k)
+    log_w = log_w - sum(log_prob(guide_tr, l) for l in range(1, arch.num_layers + 1))  # - log q(h_k | x_n)
+    log_w = log_w.detach().double().numpy()
+    return log_w.mean(0), log_w.std(0, ddof=1) / np.sqrt(num_particles)
+
+
+def mean_field_gradient_moments(params: SBNParams, x, baseline: str = "none", *, amortised: bool = True,
+                                subsample_size: int | None = None, **kwargs):
+    """Moments of the one-sample ``TraceGraph_ELBO`` gradient w.r.t. the mean-field guide's
+    parameters (:func:`~sbn_ppl.inference.score_function.pyro.guide_gradient_moments` on this
+    method's model and guide). ``x``: the batch (amortised), or the data set whose rows the
+    local logits belong to, subsampled ``subsample_size`` at a time."""
+    arch = params.architecture
+    if amortised:
+        return guide_gradient_moments(pyro_sbn.model, pyro_sbn.mean_field_guide, params, x, mean_field_keys(arch),
+                                      baseline, **kwargs)
+    params = with_local_params(params, len(x))
+    return guide_gradient_moments(pyro_sbn.model, local_mean_field_guide, params, x, local_keys(arch), baseline,
+                                  subsample_size=subsample_size, **kwargs)

@@ -1,0 +1,21 @@
+"""Neal's (1992) learning rule: persistent Gibbs chains, then a gradient step up ``log p(x, h)``.
+
+One option schema for every backend (NumPy only). ``numpyro.py`` advances the chains with
+our incremental sweep in JAX (:mod:`sbn_ppl.inference.gibbs.numpyro`), ``pyro.py`` with its
+torch twin; ``discrete_hmc_gibbs.py`` is the same rule with NumPyro's stock
+``DiscreteHMCGibbs`` as the posterior sampler (``numpyro-discrete-gibbs``, small nets only).
+"""
+from sbn_ppl.methods import Entry
+from sbn_ppl.options import TRAINING, Option, positive_int
+
+SWEEPS = Option("sweeps", 1, positive_int, "Gibbs sweeps of the batch's chains per learning step")
+CHAINS = Option("chains", 1, positive_int, "persistent Gibbs chains per training case")
+
+GIBBS_OPTIONS = TRAINING + (SWEEPS, CHAINS)
+STOCK_OPTIONS = TRAINING + (SWEEPS,)  # the stock sampler keeps one chain per case
+
+METHODS = (
+    Entry("gibbs", "numpyro", ".numpyro", "method"),
+    Entry("gibbs", "pyro", ".pyro", "method"),
+    Entry("numpyro-discrete-gibbs", "numpyro", ".discrete_hmc_gibbs", "method"),
+)

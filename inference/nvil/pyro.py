@@ -1,0 +1,421 @@
+"""NVIL for Pyro (Mnih & Gregor 2014; the math: this folder's ``__init__``), as Pyro's own
+``TraceGraph_ELBO`` plus what it lacks.
+
+    net = LayerBaselines(arch)                       # b_l, one small tanh net per guide layer
+    svi = pyro.infer.SVI(model, with_baselines(recognition_guide, net), optim, loss=NVIL())
+
+What Pyro already does, and we use as it is:
+
+* **The local learning signals.** ``TraceGraph_ELBO`` (pyro 1.9) tracks the provenance of
+  every non-reparameterised sample through the guide and the model. The cost of a guide
+  site ``h_l`` is every ``log p`` and ``-log q`` term whose value depends on ``h_l``,
+  directly or through the layers sampled from it. On our recognition guide (one
+  ``.to_event(1)`` site per layer, no unit plates) that is exactly ``c_l``: ``P_l`` and
+  ``D_l`` of :func:`~sbn_ppl.inference.nvil.signal_terms`, for layered and dense nets. The
+  tests check it against the JAX twin.
+* **The input-dependent baselines.** Each hidden site of the guide carries Pyro's own
+  ``infer={"baseline": {"nn_baseline": b_l, "nn_baseline_input": u_l}}``, set by
+  :func:`with_baselines` with ``pyro.poutine.infer_config``. ``u_l`` is the layer's guide
+  input. The nets are registered with ``pyro.module``, so SVI's optimiser fits them.
+
+What Pyro cannot express, and why this is a subclass. :class:`NVIL` replaces only the last
+step of ``TraceGraph_ELBO``, which turns each site's cost into its score-function term:
+
+* **The running mean ``C_l`` and the variance normalisation.** NVIL's signal is
+  ``A_l = (c_l - b_l - C_l) / max(1, sqrt(v_l))``. Pyro's ``use_decaying_avg_baseline`` is
+  a different thing: a per-batch-position average of the raw cost that the ``nn_baseline``
+  is added to. Pyro has no normalisation at all. ``C_l`` and ``v_l`` live in the param
+  store (``__nvil_signal_mean_<site>``, ``__nvil_signal_var_<site>``), as Pyro's decaying
+  averages do. So they are scoped, saved and reset with the store.
+* **Per-data-point signals under subsampling.** Pyro scales each cost by its site's scale
+  (``N/B`` for a mini-batch, times any ``poutine.scale``). Its baseline would then fit
+  ``(N/B) c``, and the statistics would change with the batch size. :class:`NVIL` builds
+  the signal from the unscaled log-densities, as the paper does. It applies the one scale
+  ``s`` of the data plate to the score term and the baseline loss, so a mini-batch is
+  still unbiased for the full-data gradient:
+
+      surrogate  = sum_sites log p (scaled)  +  s sum_l sum_n log q(h_ln | .) sg(A_ln)
+      loss       = -surrogate + s sum_l sum_n (c_ln - C_l - b_l)^2
+
+``local_signals=False`` gives every site the whole per-point ``log p(x, h) - log q(h | x)``.
+The site's only baseline, on the first hidden site, and one ``(C, v)`` serve them all.
+
+:func:`nvil_method` wraps it as a :class:`sbn_ppl.methods.Method` on
+:mod:`sbn_ppl.models.pyro_sbn`. The runner supplies the batches, the param-store scope and
+the RNG.
+"""
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer.enum import get_importance_trace
+from pyro.infer.tracegraph_elbo import TraceGraph_ELBO, _get_baseline_options
+from pyro.infer.util import MultiFrameTensor, is_validation_enabled
+from pyro.ops.provenance import detach_provenance, get_provenance
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+from pyro.util import check_if_enumerated, warn_if_nan
+
+from sbn_ppl.architecture import site_name
+from sbn_ppl.data import validate_binary
+from sbn_ppl.inference.nvil import BOUND_SAMPLES, NVIL_OPTIONS, baseline_init, signal_terms
+from sbn_ppl.methods import Batch, Method
+from sbn_ppl.models import pyro_sbn
+from sbn_ppl.optimizers import torch_optimizer
+from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
+
+# -- the baselines ---------------------------------------------------------------------------
+
+
+class LayerBaselines(torch.nn.Module):
+    """The input-dependent baselines ``b_s(u) = tanh(sum_m h_m U_m_s + e_s) . w_s + d_s``, one
+    net per learning signal ``s``, starting from :func:`~sbn_ppl.inference.nvil.baseline_init`
+    (the JAX twin's arrays for the same seed). ``b = 0`` at the start.
+
+    :param arch: the SBN's architecture; ``hidden``: tanh units per net;
+    :param local: one net per guide layer, reading that layer's guide input (else one net on ``x``).
+    """
+
+    def __init__(self, arch, hidden: int = 100, seed: int = 0, local: bool = True):
+        super().__init__()
+        self.terms = signal_terms(arch, local)
+        init = baseline_init(arch, hidden, seed, local)
+        self.weights = torch.nn.ParameterDict(
+            {k: torch.nn.Parameter(torch.tensor(v, dtype=torch.get_default_dtype())) for k, v in init.items()})
+
+    def forward(self, inputs, signal: int) -> torch.Tensor:
+        """``b_signal(u)`` ``(B,)``, for ``inputs`` the layers ``terms.inputs[signal - 1]``, each ``(B, n_m)``."""
+        w, s = self.weights, signal
+        pre = sum(h @ w[f"nvil_U_{m}_{s}"] for m, h in zip(self.terms.inputs[s - 1], inputs))
+        return torch.tanh(pre + w[f"nvil_e_{s}"]) @ w[f"nvil_w_{s}"] + w[f"nvil_d_{s}"]
+
+
+class _Values(Messenger):
+    """Records every sample site's value as the guide draws it (later layers' baseline inputs)."""
+
+    def __init__(self, values: dict):
+        super().__init__()
+        self.values = values
+
+    def _pyro_post_sample(self, msg):
+        self.values[msg["name"]] = msg["value"]
+
+
+def with_baselines(guide, net: LayerBaselines):
+    """``guide`` with Pyro's ``infer["baseline"]`` (``nn_baseline``, ``nn_baseline_input``) on
+    the hidden sites that carry a signal's baseline: each layer with local signals, ``h1`` alone
+    with the global signal. Uses ``pyro.poutine.infer_config``; the guide itself is unchanged.
+
+    :param guide: a guide with the model's signature ``guide(params, x, ..., subsample=...)``,
+        one site ``h<l>`` per hidden layer inside the ``"data"`` plate (our recognition guide).
+    :param net: the :class:`LayerBaselines`, registered with ``pyro.module("nvil_baseline", net)``.
+    """
+    first_layer = {layers[0]: s for s, layers in enumerate(net.terms.score, start=1)}  # where b_s sits
+
+    def guide_with_baselines(params, x=None, **kwargs):
+        pyro.module("nvil_baseline", net)
+        values: dict = {}
+
+        def layer_value(m):
+            if m > 0:
+                return values[site_name(m)]
+            rows = x if x is not None else kwargs["observations"]["x"]
+            index = values.get("data")  # the data plate's indices: the batch's rows of x
+            return rows if index is None or x is None else rows.index_select(-2, torch.as_tensor(index))
+
+        def config(msg):
+            name = msg["name"]
+            if msg["is_observed"] or not (name.startswith("h") and name[1:].isdigit()):
+                return {}
+            s = first_layer.get(int(name[1:]))
+            if s is None:
+                return {}
+            inputs = [layer_value(m) for m in net.terms.inputs[s - 1]]
+            return {"baseline": {"nn_baseline": functools.partial(net, signal=s), "nn_baseline_input": inputs}}
+
+        return poutine.infer_config(_Values(values)(guide), config)(params, x, **kwargs)
+
+    return guide_with_baselines
+
+
+# -- the estimator ---------------------------------------------------------------------------
+
+
+class NVILTerms(NamedTuple):
+    """One particle's NVIL quantities. The dicts are keyed by the guide site that carries each
+    signal's baseline and statistics; their values are per data point, unscaled, with no
+    gradient."""
+
+    elbo: torch.Tensor  # sum of scaled log p - log q (the ELBO estimate, as TraceGraph_ELBO's)
+    surrogate_loss: torch.Tensor  # its gradient: NVIL's step direction (minus)
+    signals: dict  # c_s
+    baselines: dict  # b_s
+    centred: dict  # A_s = (c_s - b_s - C_s) / max(1, sqrt(v_s))
+    baseline_mse: torch.Tensor  # sum_s mean_n (c_sn - C_s - b_sn)^2
+
+
+def _detached(inputs):
+    if isinstance(inputs, (list, tuple)):
+        return type(inputs)(_detached(v) for v in inputs)
+    return detach_provenance(inputs).detach() if isinstance(inputs, torch.Tensor) else inputs
+
+
+class NVIL(TraceGraph_ELBO):
+    """NVIL's estimator of the ELBO's gradient (module docstring): Pyro's ``TraceGraph_ELBO``
+    (one particle, provenance-tracked local learning signals, ``nn_baseline`` baselines) with
+    NVIL's running centring ``C`` and variance normalisation ``v``.
+
+    :param bool local_signals: one signal per guide site, its provenance-tracked downstream
+        cost (else the whole ``log p - log q`` for every site).
+    :param bool variance_normalisation: divide the centred signal by ``max(1, sqrt(v))``.
+    :param float decay: ``alpha`` of the running ``C`` and ``v`` (0.8 in the paper; 1 freezes them).
+    :param max_plate_nesting: as in Pyro (1 for our SBN).
+    :param dict signal_sites: optional, ``{guide site: (model sites, guide sites)}``, the
+        terms of each local signal given outright (:func:`signal_sites` for our SBN). Pyro's
+        provenance tracking then is not needed. It finds the same terms, at about three
+        quarters of a small net's step time.
+    """
+
+    def __init__(self, local_signals: bool = True, variance_normalisation: bool = True, decay: float = 0.8,
+                 max_plate_nesting: float = float("inf"), signal_sites: dict | None = None):
+        super().__init__(num_particles=1, max_plate_nesting=max_plate_nesting)
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"decay must be in [0, 1], got {decay!r}")
+        self.local_signals, self.variance_normalisation, self.decay = local_signals, variance_normalisation, decay
+        self.signal_sites = signal_sites
+
+    def _get_trace(self, model, guide, args, kwargs):
+        """The guide's trace and the model replayed on it. Provenance is tracked (as
+        ``TraceGraph_ELBO`` does) only when the local signals' terms must be found from it."""
+        if self.local_signals and self.signal_sites is None:
+            return super()._get_trace(model, guide, args, kwargs)
+        model_trace, guide_trace = get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
+        if is_validation_enabled():
+            check_if_enumerated(guide_trace)
+        return model_trace, guide_trace
+
+    def _loss_and_surrogate_loss_particle(self, model_trace, guide_trace):
+        terms = self.nvil_terms(model_trace, guide_trace)
+        return terms.elbo, terms.surrogate_loss
+
+    def nvil_terms(self, model_trace, guide_trace) -> NVILTerms:
+        """The ELBO, the surrogate loss and the signals of one pair of traces (from
+        ``self._get_trace``: provenance-tracked). Updates the running statistics in the param store."""
+        model_sites = [s for s in model_trace.nodes.values() if s["type"] == "sample"]
+        guide_sites = {n: s for n, s in guide_trace.nodes.items() if s["type"] == "sample"}
+        scale = _one_scale(model_sites + list(guide_sites.values()))
+        elbo = sum(s["log_prob_sum"] for s in model_sites) - sum(s["log_prob_sum"] for s in guide_sites.values())
+        surrogate = sum(s["log_prob_sum"] for s in model_sites)  # grad_theta log p(x, h)
+        for site in guide_sites.values():  # reparameterised sites' pathwise term, as TraceGraph_ELBO
+            entropy = site["score_parts"].entropy_term
+            if isinstance(entropy, torch.Tensor):
+                surrogate = surrogate - entropy.sum()
+        scored = [n for n, s in guide_sites.items()
+                  if not s["is_observed"] and not getattr(s["fn"], "has_rsample", False)]
+        out = {"signals": {}, "baselines": {}, "centred": {}}
+        baseline_loss = baseline_mse = torch.zeros(())
+        for names, cost in self._signals(model_sites, guide_sites, scored):
+            first = guide_sites[names[0]]
+            c = detach_provenance(cost).detach()
+            b = self._baseline(first, c)
+            a, mean = self._centre(names[0], c - b.detach())
+            for name in names:  # the score-function term: s sum_n log q(h_n | .) sg(A_n)
+                surrogate = surrogate + scale * (guide_sites[name]["score_parts"].score_function * a).sum()
+            residual = (c - mean - b) ** 2
+            baseline_loss = baseline_loss + scale * residual.sum()
+            baseline_mse = baseline_mse + residual.detach().mean()
+            for key, value in zip(("signals", "baselines", "centred"), (c, b.detach(), a)):
+                out[key][names[0]] = value
+        surrogate_loss = detach_provenance(-surrogate + baseline_loss)
+        warn_if_nan(surrogate_loss, "NVIL surrogate loss")
+        return NVILTerms(detach_provenance(elbo), surrogate_loss, out["signals"], out["baselines"], out["centred"],
+                         baseline_mse)
+
+    def _signals(self, model_sites, guide_sites, scored):
+        """``[(sites, c)]``: each learning signal, unscaled, summed to its first site's plates,
+        with the guide sites whose scores it multiplies."""
+        if not scored:
+            return []
+        terms = [(s["cond_indep_stack"], s["unscaled_log_prob"]) for s in model_sites]
+        terms += [(s["cond_indep_stack"], -s["unscaled_log_prob"]) for s in guide_sites.values()]
+        if not self.local_signals:
+            return [(scored, MultiFrameTensor(*terms).sum_to(guide_sites[scored[0]]["cond_indep_stack"]))]
+        if self.signal_sites is not None:
+            model_by_name = {s["name"]: s for s in model_sites}
+            out = []
+            for name in scored:
+                model_names, guide_names = self.signal_sites[name]
+                cost = MultiFrameTensor(*[(model_by_name[n]["cond_indep_stack"], model_by_name[n]["unscaled_log_prob"])
+                                          for n in model_names],
+                                        *[(guide_sites[n]["cond_indep_stack"], -guide_sites[n]["unscaled_log_prob"])
+                                          for n in guide_names])
+                out.append(([name], cost.sum_to(guide_sites[name]["cond_indep_stack"])))
+            return out
+        costs = defaultdict(MultiFrameTensor)  # Pyro's provenance: the terms that depend on each site
+        for stack, log_prob in terms:
+            for key in get_provenance(log_prob):
+                costs[key].add((stack, log_prob))
+        return [([name], costs[name].sum_to(guide_sites[name]["cond_indep_stack"])) for name in scored]
+
+    @staticmethod
+    def _baseline(site, c):
+        nn_baseline, nn_input, use_average, _, value = _get_baseline_options(site)
+        if use_average:
+            raise ValueError(f"site {site['name']!r}: NVIL centres each signal by its own running mean C; "
+                             "use nn_baseline or baseline_value, not use_decaying_avg_baseline")
+        if nn_baseline is not None:
+            b = nn_baseline(_detached(nn_input))
+        elif value is not None:
+            b = value
+        else:
+            return torch.zeros_like(c)
+        if b.shape != c.shape:
+            raise ValueError(f"site {site['name']!r}: baseline of shape {tuple(b.shape)}, learning signal "
+                             f"{tuple(c.shape)}")
+        return b
+
+    def _centre(self, name: str, residual: torch.Tensor):
+        """``C <- a C + (1 - a) mean r``, ``v <- a v + (1 - a) var r`` (param store), and
+        ``A = (r - C) / max(1, sqrt(v))``: ``(A, C)``."""
+        store = pyro.get_param_store()
+        keys = f"__nvil_signal_mean_{name}", f"__nvil_signal_var_{name}"
+        with torch.no_grad():
+            old_mean, old_var = (pyro.param(k, lambda: torch.zeros(())).detach() for k in keys)
+            var_r = residual.var(unbiased=False) if residual.numel() > 1 else torch.zeros(())
+            mean = self.decay * old_mean + (1 - self.decay) * residual.mean()
+            var = self.decay * old_var + (1 - self.decay) * var_r
+            store[keys[0]], store[keys[1]] = mean, var
+            centred = residual - mean
+            if self.variance_normalisation:
+                centred = centred / var.sqrt().clamp(min=1.0)
+        return centred, mean
+
+
+def signal_sites(arch) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Each local signal's terms as site names, ``{"h<l>": (model sites, guide sites)}``
+    (:func:`~sbn_ppl.inference.nvil.signal_terms`), for :class:`NVIL`'s ``signal_sites``."""
+    terms = signal_terms(arch, local=True)
+    return {site_name(layers[0]): (tuple(map(site_name, p)), tuple(map(site_name, q)))
+            for layers, p, q in zip(terms.score, terms.model, terms.guide)}
+
+
+def _one_scale(sites) -> float:
+    scales = {float(s["scale"]) for s in sites}
+    if len(scales) > 1:
+        raise ValueError(f"NVIL's per-data-point signals need one scale for every site (the data plate's), "
+                         f"got {sorted(scales)}")
+    return scales.pop() if scales else 1.0
+
+
+def log_weights(model, guide, *args, **kwargs) -> torch.Tensor:
+    """``log p(x_n, h_n) - log q(h_n | x_n)`` for one ``h_n ~ q(. | x_n)`` per data point:
+    ``(B,)``, unscaled, no gradient (every site of our model and guide is ``(B,)``)."""
+    with torch.no_grad(), poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+
+        def total(trace):
+            return sum(s["fn"].log_prob(s["value"]) for s in trace.nodes.values()
+                       if s["type"] == "sample" and not site_is_subsample(s))
+
+        return total(model_trace) - total(guide_trace)
+
+
+# -- the method ------------------------------------------------------------------------------
+
+
+class PyroNVILState(NamedTuple):
+    """``like``: the architecture and initial theta and phi (the ``pyro.param`` defaults);
+    ``train``: the training set ``(N, D)`` (a batch is ``subsample=batch.index`` of its rows);
+    ``objective``: :class:`NVIL`; ``model``, ``guide``: ours scaled by ``1/N`` (the guide with
+    its baselines); ``net``: the :class:`LayerBaselines`; ``optimizer``: one ``torch.optim``
+    optimiser over theta, phi and the baselines (tensors of the runner's param store); ``seed``:
+    the seed of the method's own bound."""
+
+    like: SBNParams
+    train: torch.Tensor
+    objective: NVIL
+    model: Any
+    guide: Any
+    net: LayerBaselines
+    optimizer: torch.optim.Optimizer
+    seed: int
+
+
+class PyroNVILInfo(NamedTuple):
+    objective: float  # mean over the batch of the one-sample ELBO estimate
+    baseline_mse: float  # sum over signals of the batch mean of (c - C - b)^2
+
+
+def init_state(seed: int, params: SBNParams, options: dict, train) -> PyroNVILState:
+    """Theta and phi in the (runner's) param store, with a recognition network at its default
+    initialisation if ``params`` has none. Adds the baseline nets and the checked ``options``."""
+    arch = params.architecture
+    x = torch.as_tensor(validate_binary(train, width=arch.visible_size, name="training data"),
+                        dtype=torch.get_default_dtype())
+    if not params.has_guide("recognition"):
+        fresh = SBNParams.init(arch, int(seed), guide=("recognition",))
+        params = params.replace(**{name: fresh[name] for name in recognition_keys(arch)})
+    keys = generative_keys(arch) + recognition_keys(arch)
+    like = SBNParams({"sizes": np.asarray(arch.sizes), **{k: params[k] for k in keys}}, arch.connectivity)
+    net = LayerBaselines(arch, options["baseline_hidden"], int(seed), options["local_signals"])
+    pyro.module("nvil_baseline", net)
+    # copies (torch.tensor): the optimiser updates the store in place, never the caller's arrays
+    trained = [pyro.param(k, torch.tensor(like[k], dtype=torch.get_default_dtype())).unconstrained() for k in keys]
+    optimizer = torch_optimizer(options["optimizer"], options["lr"])(trained + list(net.parameters()))
+    objective = NVIL(options["local_signals"], options["variance_normalisation"], options["signal_decay"],
+                     max_plate_nesting=1, signal_sites=signal_sites(arch))
+    per_point = 1.0 / len(x)  # the batch's terms carry N / B (the data plate): 1 / N makes them a mean per point
+    model = poutine.scale(pyro_sbn.model, per_point)
+    guide = poutine.scale(with_baselines(pyro_sbn.recognition_guide, net), per_point)
+    return PyroNVILState(like, x, objective, model, guide, net, optimizer, int(seed))
+
+
+def step(seed: int, state: PyroNVILState, batch: Batch):
+    """One NVIL step on ``batch``: the model and guide see ``subsample=batch.index``, so the
+    loss is a mean per data point. The runner seeds torch."""
+    model_trace, guide_trace = state.objective._get_trace(state.model, state.guide, (state.like, state.train),
+                                                          {"subsample": batch.index})
+    terms = state.objective.nvil_terms(model_trace, guide_trace)
+    state.optimizer.zero_grad(set_to_none=True)
+    terms.surrogate_loss.backward()
+    state.optimizer.step()
+    return state, PyroNVILInfo(terms.elbo.item(), terms.baseline_mse.item())
+
+
+def get_params(state: PyroNVILState) -> SBNParams:
+    """Theta and phi from the param store (neither the baseline nets nor another guide)."""
+    store = pyro.get_param_store()
+    return SBNParams.from_mapping({k: store[k].detach().numpy().copy() for k in state.like.keys() if k != "sizes"},
+                                  like=state.like)
+
+
+def bound(state: PyroNVILState, x, chunk: int = 1000) -> np.ndarray:
+    """Per data point, the Monte Carlo ELBO: the mean of ``log p(x, h) - log q(h | x)`` over
+    ``BOUND_SAMPLES`` (10) draws ``h ~ q``. It is seeded by the state, on its own torch RNG
+    stream. The estimate is unbiased for the ELBO that NVIL maximises, not an IWAE bound."""
+    x = torch.as_tensor(validate_binary(x, width=state.like.architecture.visible_size, name="data"))
+    out = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(state.seed + 1)
+        for s in range(0, len(x), chunk):
+            rows = x[s:s + chunk]
+            draws = [log_weights(pyro_sbn.model, pyro_sbn.recognition_guide, state.like, rows)
+                     for _ in range(BOUND_SAMPLES)]
+            out.append(torch.stack(draws).mean(0))
+    return torch.cat(out).double().numpy()
+
+
+def nvil_method() -> Method:
+    """NVIL on the Pyro model and recognition guide. Mini-batches are the data plate's
+    ``subsample``. ``info`` is :class:`PyroNVILInfo`."""
+    return Method("nvil", "pyro", init_state, step, get_params, guide="recognition", bound=bound,
+                  options=NVIL_OPTIONS,
+                  description="NVIL (Mnih & Gregor 2014): Pyro TraceGraph_ELBO, local signals, nn_baseline "
+                              "baselines, running centring and variance normalisation")

@@ -1,0 +1,125 @@
+"""The settings of a comparison, declared once: :class:`CompareConfig`.
+
+One record serves the API (``sbn_ppl.compare(**settings)``), the TOML file (``--config``,
+keys are the field names, dashes or underscores) and the command line (``sbn-ppl compare``:
+one flag per field, generated from the field's metadata). A field's metadata holds its
+help text and the types a TOML value may have. Options renamed since 0.1 (``k``,
+``temperatures``, ``chains``, ``num_particles``) give a one-line error naming the new ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+DEFAULT_HIDDEN = (12, 6)  # 64-12-6 on digits: 18 hidden units, so the test log-likelihood is exact
+DEFAULT_SECONDS = 20.0  # training seconds per method when no budget is given (compilation included)
+ESTIMATORS = ("auto", "exact", "ais", "is")
+
+# The yardstick's options were renamed so they no longer collide with method options.
+RENAMED = {
+    "k": "is_particles", "num_particles": "is_particles", "temperatures": "ais_temperatures",
+    "chains": "ais_chains", "num_chains": "ais_chains", "num_temperatures": "ais_temperatures",
+}
+
+
+def _f(default, help: str, types: tuple, cli: bool = True, **kw):
+    metadata = {"help": help, "types": types, "cli": cli, **kw}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    data: str = _f("digits", "digits (default), synthetic:<arch>:<seed>, binarized-mnist, caltech101-silhouettes, "
+                             "uci:<name>, or a data file", (str,))
+    arch: str | None = _f(None, "bottom-up widths D-H1-...; default: the teacher's for synthetic data, else D-12-6",
+                          (str,))
+    connectivity: str = _f("layered", "layered or dense", (str,), choices=("layered", "dense"))
+    methods: Any = _f(None, "comma-separated names, NAME:BACKEND for one backend (default: all installed)",
+                      (str, list))
+    backend: str | None = _f(None, "default: each method's own (NumPyro where it exists); all: every backend",
+                             (str,), choices=("numpyro", "pyro", "all"))
+    steps: int | None = _f(None, "training steps per method", (int,))
+    epochs: float | None = _f(None, "training epochs per method (passes over the training set)", (int, float))
+    seconds: float | None = _f(None, f"training seconds per method (default {DEFAULT_SECONDS:g} when no budget is "
+                                     "given); with several budgets, whichever ends first", (int, float))
+    batch_size: int = _f(100, "mini-batch size, the same batches for every method", (int,))
+    seed: int = _f(0, "initial parameters, batch order, every method's randomness, scoring", (int,))
+    seeds: Any = _f(None, "several seeds (comma-separated, or a TOML list): every method once per seed", (str, list))
+    out: str | None = _f(None, "output folder (the command line's default: runs/compare)", (str,))
+    resume: bool = _f(False, "keep what finished in --out (its settings are read from results.json), run the rest",
+                      (bool,), flag="store_true")
+    checkpoints: int = _f(8, "learning-curve points per method", (int,))
+    curve_points: int | None = _f(100, "points scored at each checkpoint: a fixed seeded random subset of the "
+                                       "validation split (else the test split)", (int,))
+    train_points: int | None = _f(None, "score the train log-likelihood on a seeded random subset of N (default: "
+                                        "all when exact, else as many as there are test points)", (int,))
+    estimator: str = _f("auto", "auto (default): exact when at most 20 hidden units, else AIS", (str,),
+                        choices=ESTIMATORS)
+    is_particles: int = _f(1000, "importance samples per data point with a method's guide", (int,))
+    ais_temperatures: int | None = _f(None, "AIS: number of intermediate temperatures", (int,))
+    ais_chains: int | None = _f(None, "AIS: independent annealing runs per data point", (int,))
+    posthoc_steps: int = _f(10_000, "estimator is: steps of the recognition network fitted post hoc to each frozen "
+                                    "model (the same for every method; 0: none, methods without a guide go unscored)",
+                            (int,))
+    data_bias: bool = _f(True, "start the visible biases at the logit of the training means", (bool,), cli=False)
+    options: Mapping[str, Any] = _f({}, "method options: {name: value} for every method that takes it, {method: {name: value}} for one", (dict,), cli=False)
+    lr: float | None = _f(None, "learning rate of every method that has one", (int, float))
+    progress: bool = _f(True, "progress bars and messages", (bool,), cli=False)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], where: str = "compare") -> "CompareConfig":
+        """Checked construction: unknown or renamed names and wrongly typed values are errors."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name in RENAMED:
+                raise ValueError(f"{where}: option {key!r} was renamed to {RENAMED[name]!r} "
+                                 f"(--{RENAMED[name].replace('_', '-')})")
+            if name not in known:
+                raise ValueError(f"{where}: unknown option {key!r}; expected some of {', '.join(sorted(known))}")
+            kwargs[name] = _typed(where, key, value, known[name])
+        return cls(**kwargs)
+
+    def replace(self, **changes) -> "CompareConfig":
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _typed(where: str, key: str, value, f: dataclasses.Field):
+    if value is None:
+        return None
+    types = f.metadata["types"]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        names = " or ".join(t.__name__ for t in types)
+        raise ValueError(f"{where}: {key} must be {names}, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ValueError(f"{where}: {key} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def load_toml(path: str | os.PathLike) -> dict:
+    """A TOML file of comparison settings, as a plain mapping (checked by :meth:`CompareConfig.from_mapping`)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"config file {path!r} does not exist")
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"cannot read config file {path!r}: {e}") from None
+
+
+def cli_fields() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(CompareConfig) if f.metadata.get("cli", True)]
