@@ -30,7 +30,7 @@ from jax import random
 from sbn_ppl import SBNParams
 from sbn_ppl.data import load_dataset
 from sbn_ppl.inference.gibbs import numpyro as gibbs_jax, pyro as gibbs_torch
-from sbn_ppl.inference.neal import numpyro as neal_jax
+from sbn_ppl.inference.neal import discrete_hmc_gibbs as neal_jax
 
 
 def config_data(arch: str, n: int) -> np.ndarray:

@@ -7,11 +7,11 @@ wake-phi (insomnia = 1):
   and recognition guide, two torch optimisers, the batch passed as the data;
 * ``ours-pyro``: our :class:`sbn_ppl.inference.rws.pyro.ReweightedWakeSleep`, the same loop and
   the same traces, per-data-point weights;
-* ``ours-pyro-minibatch``: the harness method ``rws`` (pyro): the batch drawn by the model's
-  ``data`` plate (``subsample_size``), loss scaled per data point;
+* ``ours-pyro-minibatch``: the method ``rws`` (pyro) under its runner: the runner's batch passed
+  to the model's ``data`` plate as ``subsample``, loss scaled per data point;
 * ``bare-torch``: a hand-written torch RWS step (no Pyro), the reference for Pyro's overhead;
-* ``ours-numpyro``: the harness method ``rws`` (numpyro): the jitted kernel, many steps per
-  call in a ``lax.fori_loop``;
+* ``ours-numpyro``: the method ``rws`` (numpyro) under its runner: the jitted kernel, many steps
+  per call in a ``lax.scan`` over the runner's batches;
 * ``ours-numpyro-step``: the same jitted kernel called once per step from Python;
 * ``bare-jax``: a hand-written jitted JAX RWS step for a 2-hidden-layer net, called per step.
 
@@ -36,6 +36,7 @@ from sbn_ppl import SBNParams
 from sbn_ppl.inference.rws import numpyro as rws_jax
 from sbn_ppl.inference.rws.pyro import ReweightedWakeSleep, rws_method
 from sbn_ppl.models import pyro_sbn
+from sbn_ppl.runner import runner_for
 
 BATCH = 100
 N_DATA = 1000
@@ -86,15 +87,20 @@ def pyro_loop(objective, params: SBNParams, data: np.ndarray):
     return run
 
 
-def pyro_method_loop(params, data, k):
-    method = rws_method()
-    state = method.init(params, data, seed=0, k=k, lr=1e-3, batch_size=BATCH)
-    box = [state]
+def _runner_loop(method, params, data, k):
+    """The method as ``fit`` runs it: its backend's runner, the runner's batches."""
+    run_ = runner_for(method, params, method.check_options({"k": k, "lr": 1e-3}), data, seed=0, batch_size=BATCH)
+    done = [0]
 
     def run(steps):
-        box[0], _ = method.run(box[0], steps)
+        run_.run(done[0], steps)  # returns floats: waits for asynchronous (JAX) work
+        done[0] += steps
 
     return run
+
+
+def pyro_method_loop(params, data, k):
+    return _runner_loop(rws_method(), params, data, k)
 
 
 def bare_torch_loop(params: SBNParams, data: np.ndarray, k: int):
@@ -133,14 +139,7 @@ def bare_torch_loop(params: SBNParams, data: np.ndarray, k: int):
 
 
 def numpyro_method_loop(params, data, k):
-    method = rws_jax.rws_method()
-    box = [method.init(params, data, seed=0, k=k, lr=1e-3, batch_size=BATCH)]
-
-    def run(steps):
-        box[0], info = method.run(box[0], steps)
-        jax.block_until_ready(info["objective"])
-
-    return run
+    return _runner_loop(rws_jax.rws_method(), params, data, k)
 
 
 def numpyro_step_loop(params, data, k):

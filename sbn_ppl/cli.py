@@ -389,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", metavar="NAME=VALUE", help="a method option by name")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_method_flags(p)
+    _add_renamed(p, {"--local": "--no-amortised"})
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser(

@@ -217,7 +217,11 @@ def synthetic(
 ) -> Dataset:
     """Samples of a teacher SBN; ``Dataset.teacher`` holds its parameters."""
     from . import density
+    from .architecture import Architecture
+    from .resources import check_memory
 
+    sizes = Architecture.parse(arch, connectivity).sizes
+    check_memory((n_train + n_test) * sum(sizes) * 8.0 * 3, f"synthetic data {arch} ({n_train + n_test} samples)")
     teacher = SBNParams.init(arch, seed=seed, scale=SYNTHETIC_SCALE, guide=(), connectivity=connectivity)
     rng = np.random.default_rng(seed + 1)
     biases = {

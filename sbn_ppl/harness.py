@@ -99,11 +99,11 @@ class Yardstick:
             return score(params, x, "is", guide=guide, is_particles=self.is_particles, seed=self.seed)
 
 
-def compare(data: str | Dataset = "digits", arch: str | Architecture | None = None, *,
+def compare(data: str | Dataset | None = None, arch: str | Architecture | None = None, *,
             methods: Sequence[str | Method] | str | None = None, **settings) -> list[dict]:
     """Fit every method on the same data and batches, and score them on the same yardstick.
 
-    :param data: a data set name (``"digits"``, ``"synthetic:<arch>:<seed>"``,
+    :param data: a data set name (default ``"digits"``, ``"synthetic:<arch>:<seed>"``,
         ``"binarized-mnist"``, ...), a data file, or a :class:`Dataset`.
     :param arch: bottom-up widths ``"D-H1-..."``; default: a synthetic set's teacher
         architecture, else ``D-12-6``.
@@ -119,7 +119,8 @@ def compare(data: str | Dataset = "digits", arch: str | Architecture | None = No
     """
     given = dict(settings)
     dataset = data if isinstance(data, Dataset) else None
-    given["data"] = dataset.name if dataset is not None else data
+    if data is not None:
+        given["data"] = dataset.name if dataset is not None else data
     if arch is not None:
         given["arch"] = "-".join(map(str, arch.sizes)) if isinstance(arch, Architecture) else arch
     objects = [m for m in (methods or []) if isinstance(m, Method)] if not isinstance(methods, str) else []

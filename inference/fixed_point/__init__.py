@@ -7,10 +7,10 @@ One option schema (NumPy only); ``numpyro.py`` is the jitted JAX method.
 from sbn_ppl.methods import Entry
 from sbn_ppl.options import TRAINING, Option, positive_int
 
-ITERATIONS = Option("iterations", 3, positive_int,
+ITERATIONS = Option("iterations", 1, positive_int,
                     "damped sweeps of the batch's (mu, xi) (all units at once) before each weight step")
 BOUND_SWEEPS = Option("bound_sweeps", 100, positive_int,
-                      "sweeps from mu = xi = 1/2 for the bound on new data")
+                      "most sweeps from mu = xi = 1/2 for the bound on new data (it stops once converged)")
 
 FIXED_POINT_OPTIONS = TRAINING + (ITERATIONS, BOUND_SWEEPS)
 

@@ -5,8 +5,8 @@ The guide ``q(h | x) = prod_{l,i} Bernoulli(h_{l,i} | mu_{l,i})`` is amortised
 (``logit mu_l = q_mf_b_l + x @ q_mf_W_0_l``, :func:`sbn_ppl.models.numpyro_sbn.mean_field_guide`)
 or local (one free logit per training point and unit, ``q_mf_local_l[n]``,
 :mod:`sbn_ppl.models.mean_field_local`). For a batch ``B`` of the ``N`` training points
-(the runner's, passed to the model and guide as ``subsample=batch.index`` on the whole
-training set, so the ``"data"`` plate scales its terms by ``N / B``) one step ascends
+(the runner's: the model and guide see its rows, the local guide also its indices to pick
+its logits, with every log-density scaled by ``N / B``) one step ascends
 
     (N / B) sum_{n in B} [log p(x_n, h_n) - log q(h_n | x_n)],   h_n ~ q(. | x_n),
 

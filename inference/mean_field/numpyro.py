@@ -1,10 +1,14 @@
 """Mean-field SVI with NumPyro's ``SVI`` (the math and the options: this folder's ``__init__``).
 
-One step is ``svi.update`` on the runner's batch: the model and the guide get the whole
-training set and ``subsample=batch.index``, so the ``"data"`` plate scales the batch's
-terms by ``N / B``. The loss is :class:`~sbn_ppl.inference.score_function.numpyro.TraceGraphBaselineELBO`,
-the score-function ELBO with the chosen baseline. The step is pure and jittable: the
+One step is ``svi.update`` on the runner's batch: the model and the guide see the batch's
+rows ``batch.x`` (the local guide also ``batch.index``, to pick its logits), their
+log-densities scaled by ``N / B`` (``handlers.scale``). The loss is
+:class:`~sbn_ppl.inference.score_function.numpyro.TraceGraphBaselineELBO`, the
+score-function ELBO with the chosen baseline. The step is pure and jittable: the
 ``SVIState`` rides in :class:`MethodState`, the ``SVI`` object in its static :class:`Config`.
+The training set itself is not in the state: a scan carries its state from step to step,
+and a ``(N, D)`` array in it costs a copy per step (at N = 50,000 on 784-200-200 that
+halved the speed).
 """
 from __future__ import annotations
 
@@ -32,6 +36,27 @@ from sbn_ppl.optimizers import optax_optimizer
 from sbn_ppl.params import SBNParams, generative_keys, mean_field_keys
 
 
+def batch_model(params, x, *, index, num_data: int):
+    """The SBN on a batch's rows ``x`` ``(B, D)``, its log-densities scaled by ``N / B``
+    (``index``, the rows' places in the training set, is the local guide's)."""
+    del index
+    with handlers.scale(scale=num_data / x.shape[-2]):
+        return numpyro_sbn.model(params, x)
+
+
+def amortised_batch_guide(params, x, *, index, num_data: int):
+    """The amortised mean-field guide on a batch's rows, scaled by ``N / B`` like :func:`batch_model`."""
+    del index
+    with handlers.scale(scale=num_data / x.shape[-2]):
+        return numpyro_sbn.mean_field_guide(params, x)
+
+
+def local_batch_guide(params, x, *, index, num_data: int):
+    """The local mean-field guide on a batch's rows (its logits at ``index``), scaled by ``N / B``."""
+    with handlers.scale(scale=num_data / x.shape[-2]):
+        return local_mean_field_guide(params, x, index=index)
+
+
 class Config(NamedTuple):
     """What the jitted step needs (static: hashable, carried in the state)."""
 
@@ -45,11 +70,10 @@ class Config(NamedTuple):
 
 class MethodState(NamedTuple):
     """``svi``: numpyro's ``SVIState`` (optimiser state with every parameter, the decaying
-    averages as mutable state); ``train``: the ``(N, D)`` training set the batches index;
-    ``bound_key``: the key of the method's own bound; ``config``: :class:`Config` (static)."""
+    averages as mutable state); ``bound_key``: the key of the method's own bound;
+    ``config``: :class:`Config` (static)."""
 
     svi: numpyro.infer.svi.SVIState
-    train: jax.Array
     bound_key: jax.Array
     config: Static
 
@@ -59,10 +83,10 @@ class SVIInfo(NamedTuple):
 
 
 @functools.lru_cache(maxsize=32)
-def _svi(arch: Architecture, amortised: bool, baseline: str, optimizer, num_particles: int) -> SVI:
+def _svi(arch: Architecture, amortised: bool, baseline: str, optimizer, num_particles: int, num_data: int) -> SVI:
     """One ``SVI`` per configuration, so a second run of the same configuration reuses the compiled step."""
-    guide = numpyro_sbn.mean_field_guide if amortised else local_mean_field_guide
-    return SVI(numpyro_sbn.model, with_baselines(guide, baseline, arch), optimizer,
+    guide = amortised_batch_guide if amortised else local_batch_guide
+    return SVI(batch_model, with_baselines(guide, baseline, arch, positions=num_data), optimizer,
                TraceGraphBaselineELBO(baseline, num_particles))
 
 
@@ -79,7 +103,7 @@ def init_state(key, params: SBNParams, options: dict, train) -> MethodState:
         raise ValueError("jit=False: the NumPyro step is always compiled (the runner scans it); "
                          "to run it op by op for debugging, call fit inside `with jax.disable_jit():`")
     arch = params.architecture
-    train = jnp.asarray(validate_binary(np.asarray(train), width=arch.visible_size, name="training data"))
+    num_data = len(validate_binary(np.asarray(train), width=arch.visible_size, name="training data"))
     key_svi, key_nvil, key_guide, key_bound = random.split(key, 4)
     amortised = options["amortised"]
     if amortised:
@@ -88,29 +112,30 @@ def init_state(key, params: SBNParams, options: dict, train) -> MethodState:
             params = params.replace(**{k: fresh[k] for k in mean_field_keys(arch)})
         guide_keys = mean_field_keys(arch)
     else:
-        params = with_local_params(params, train.shape[0])
+        params = with_local_params(params, num_data)
         guide_keys = local_keys(arch)
     # only the generative and this guide's parameters: no other guide's keys (issue 14)
     like = SBNParams({"sizes": np.asarray(arch.sizes), **{k: params[k] for k in generative_keys(arch) + guide_keys}},
                      arch.connectivity)
     keys = tuple(k for k in like if k != "sizes")  # in the pytree's leaf order
     svi = _svi(arch, amortised, options["baseline"], optax_optimizer(options["optimizer"], options["lr"]),
-               options["num_particles"])
+               options["num_particles"], num_data)
     start = {k: jnp.asarray(params[k]) for k in keys}
     if options["baseline"] == "nvil":
         start.update({k: jnp.asarray(v) for k, v in
                       nvil_init(arch, seed=int(random.randint(key_nvil, (), 0, 2**31 - 1))).items()})
-    config = Config(svi, arch, keys, jax.tree.structure(like), int(train.shape[0]), amortised)
-    svi_state = svi.init(key_svi, _view(config, start), train, subsample=jnp.arange(1), init_params=start)
-    return MethodState(svi_state, train, key_bound, Static(config))
+    config = Config(svi, arch, keys, jax.tree.structure(like), num_data, amortised)
+    svi_state = svi.init(key_svi, _view(config, start), jnp.asarray(train[:1]), index=jnp.arange(1),
+                         num_data=num_data, init_params=start)
+    return MethodState(svi_state, key_bound, Static(config))
 
 
 def step(key, state: MethodState, batch: Batch):
-    """One SVI update on ``batch`` (the model sees the whole training set and ``subsample=batch.index``)."""
+    """One SVI update on ``batch``: its rows, scaled by ``N / B``."""
     c = state.config.value
     current = c.svi.get_params(state.svi)
-    svi_state, loss = c.svi.update(state.svi._replace(rng_key=key), _view(c, current), state.train,
-                                   subsample=batch.index)
+    svi_state, loss = c.svi.update(state.svi._replace(rng_key=key), _view(c, current), batch.x,
+                                   index=batch.index, num_data=c.num_data)
     return state._replace(svi=svi_state), SVIInfo(-loss / c.num_data)  # loss = -(N / B) sum_batch ELBO_n
 
 
@@ -122,13 +147,14 @@ def get_params(state: MethodState) -> SBNParams:
                      c.arch.connectivity)
 
 
-def bound(state: MethodState, x, num_particles: int = 100):
-    """The amortised guide's Monte Carlo ELBO on ``x`` per data point (seeded); ``None`` for
-    the local guide (it has logits only for its training points)."""
-    c = state.config.value
-    if not c.amortised:
+def bound(state: MethodState, x, num_particles: int = 100, chunk: int = 500):
+    """The amortised guide's Monte Carlo ELBO on ``x`` per data point (seeded; ``chunk``
+    points at a time); ``None`` for the local guide (it has logits only for its training points)."""
+    if not state.config.value.amortised:
         return None
-    return mc_elbo(get_params(state), x, num_particles, key=state.bound_key)[0]
+    params = get_params(state)
+    return np.concatenate([mc_elbo(params, x[s:s + chunk], num_particles, key=random.fold_in(state.bound_key, i))[0]
+                           for i, s in enumerate(range(0, len(x), chunk))])
 
 
 def method() -> Method:
@@ -174,15 +200,26 @@ def _mc_log_weights(params, x, key, num_particles):
 
 
 def mean_field_gradient_moments(params: SBNParams, x, baseline: str = "none", *, amortised: bool = True,
-                                subsample_size: int | None = None, **kwargs):
+                                index=None, subsample_size: int | None = None, **kwargs):
     """Moments of the one-sample gradient w.r.t. the mean-field guide's parameters
     (:func:`~sbn_ppl.inference.score_function.numpyro.guide_gradient_moments` on this
-    method's model and guide). ``x``: the batch (amortised), or the data set whose rows the
-    local logits belong to, subsampled ``subsample_size`` at a time."""
+    method's model and guide).
+
+    ``x``: the batch (amortised, no ``index``); or the training set, of which ``index``
+    picks the batch the way a training step does (its rows, scaled by ``N / B``); or, local
+    without ``index``, the training set subsampled ``subsample_size`` at a time by the plate.
+    """
     arch = params.architecture
+    keys = mean_field_keys(arch) if amortised else local_keys(arch)
+    if not amortised:
+        params = with_local_params(params, len(x))
+    if index is not None:
+        guide = amortised_batch_guide if amortised else local_batch_guide
+        rows = np.asarray(x)[np.asarray(index)]
+        return guide_gradient_moments(batch_model, guide, params, rows, keys, baseline, index=jnp.asarray(index),
+                                      num_data=len(x), **kwargs)
     if amortised:
-        return guide_gradient_moments(numpyro_sbn.model, numpyro_sbn.mean_field_guide, params, x,
-                                      mean_field_keys(arch), baseline, **kwargs)
-    params = with_local_params(params, len(x))
-    return guide_gradient_moments(numpyro_sbn.model, local_mean_field_guide, params, x, local_keys(arch), baseline,
+        return guide_gradient_moments(numpyro_sbn.model, numpyro_sbn.mean_field_guide, params, x, keys, baseline,
+                                      **kwargs)
+    return guide_gradient_moments(numpyro_sbn.model, local_mean_field_guide, params, x, keys, baseline,
                                   subsample_size=subsample_size, **kwargs)

@@ -1,11 +1,12 @@
 """Mean-field SVI with Pyro's own ``SVI`` and ``TraceGraph_ELBO`` (the math and the options:
 this folder's ``__init__``).
 
-One step is ``svi.step`` on the runner's batch: the model and the guide get the whole
-training set and ``subsample=batch.index`` (Pyro scales the batch's terms by ``N / B``).
-The loss is Pyro's stock score-function ELBO, ``JitTraceGraph_ELBO`` (``jit=True``) or
-``TraceGraph_ELBO``, with the baselines of :mod:`sbn_ppl.inference.score_function.pyro`
-set in the guide's ``infer`` dicts. The parameters live in the runner's param store scope.
+One step is ``svi.step`` on the runner's batch: the model and the guide see the batch's
+rows ``batch.x`` (the local guide also ``batch.index``, to pick its logits), their
+log-densities scaled by ``N / B`` (``poutine.scale``). The loss is Pyro's stock
+score-function ELBO, ``JitTraceGraph_ELBO`` (``jit=True``) or ``TraceGraph_ELBO``, with the
+baselines of :mod:`sbn_ppl.inference.score_function.pyro` set in the guide's ``infer``
+dicts. The parameters live in the runner's param store scope.
 """
 from __future__ import annotations
 
@@ -27,17 +28,39 @@ from sbn_ppl.models.mean_field_local import local_keys, with_local_params
 from sbn_ppl.optimizers import pyro_optimizer
 from sbn_ppl.params import SBNParams, generative_keys, mean_field_keys
 
+
+def batch_model(params, x, *, index, num_data: int):
+    """The SBN on a batch's rows ``x`` ``(B, D)``, its log-densities scaled by ``N / B``
+    (``index``, the rows' places in the training set, is the local guide's)."""
+    del index
+    with poutine.scale(scale=num_data / x.shape[-2]):
+        return pyro_sbn.model(params, x)
+
+
+def amortised_batch_guide(params, x, *, index, num_data: int):
+    """The amortised mean-field guide on a batch's rows, scaled by ``N / B`` like :func:`batch_model`."""
+    del index
+    with poutine.scale(scale=num_data / x.shape[-2]):
+        return pyro_sbn.mean_field_guide(params, x)
+
+
+def local_batch_guide(params, x, *, index, num_data: int):
+    """The local mean-field guide on a batch's rows (its logits at ``index``), scaled by ``N / B``."""
+    with poutine.scale(scale=num_data / x.shape[-2]):
+        return local_mean_field_guide(params, x, index=index)
+
+
 class MethodState(NamedTuple):
     """``svi``: the ``pyro.infer.SVI`` (its parameters are in the runner's param store);
     ``like``: the initial parameters (values of first use, and the architecture);
-    ``keys``: the trained parameters (generative + the guide's); ``train``: the ``(N, D)``
-    training set the batches index; ``amortised``; ``jit``: whether ``svi`` is the traced
-    one (its model takes tensors only); ``seed``: seeds the method's bound."""
+    ``keys``: the trained parameters (generative + the guide's); ``num_data``: ``N``;
+    ``amortised``; ``jit``: whether ``svi`` is the traced one (its model takes tensors
+    only); ``seed``: seeds the method's bound."""
 
     svi: Any
     like: SBNParams
     keys: tuple[str, ...]
-    train: torch.Tensor
+    num_data: int
     amortised: bool
     jit: bool
     seed: int
@@ -51,16 +74,16 @@ def init_state(seed: int, params: SBNParams, options: dict, train) -> MethodStat
                          "store inside the traced step, which torch.jit.trace does not replay; pass jit=False "
                          "(or use baseline 'nvil' or 'none')")
     arch = params.architecture
-    x = torch.as_tensor(validate_binary(train, width=arch.visible_size, name="training data"))
+    num_data = len(validate_binary(train, width=arch.visible_size, name="training data"))
     amortised = options["amortised"]
     if amortised:
         if not params.has_guide("mean_field"):
             fresh = SBNParams.init(arch, int(seed), guide=("mean_field",))
             params = params.replace(**{k: fresh[k] for k in mean_field_keys(arch)})
-        guide, guide_keys = pyro_sbn.mean_field_guide, mean_field_keys(arch)
+        guide, guide_keys = amortised_batch_guide, mean_field_keys(arch)
     else:
-        params = with_local_params(params, len(x))
-        guide, guide_keys = local_mean_field_guide, local_keys(arch)
+        params = with_local_params(params, num_data)
+        guide, guide_keys = local_batch_guide, local_keys(arch)
     # only the generative and this guide's parameters: no other guide's keys (issue 14)
     like = SBNParams({"sizes": np.asarray(arch.sizes), **{k: params[k] for k in generative_keys(arch) + guide_keys}},
                      arch.connectivity)
@@ -68,28 +91,29 @@ def init_state(seed: int, params: SBNParams, options: dict, train) -> MethodStat
     guide = with_baselines(guide, options["baseline"], net)
     optim = pyro_optimizer(options["optimizer"], options["lr"])
     if options["jit"]:  # the same estimator, traced by torch.jit: tensors only as arguments
-        def model_fn(x, idx):
-            return pyro_sbn.model(like, x, subsample=idx)
+        def model_fn(x, index):
+            return batch_model(like, x, index=index, num_data=num_data)
 
-        def guide_fn(x, idx):
-            return guide(like, x, subsample=idx)
+        def guide_fn(x, index):
+            return guide(like, x, index=index, num_data=num_data)
 
         elbo = pyro.infer.JitTraceGraph_ELBO(num_particles=options["num_particles"], max_plate_nesting=1,
                                              ignore_jit_warnings=True)
         svi = pyro.infer.SVI(model_fn, guide_fn, optim, elbo)
     else:
         elbo = pyro.infer.TraceGraph_ELBO(num_particles=options["num_particles"], max_plate_nesting=1)
-        svi = pyro.infer.SVI(pyro_sbn.model, guide, optim, elbo)
-    return MethodState(svi, like, tuple(k for k in like if k != "sizes"), x, amortised, options["jit"], int(seed))
+        svi = pyro.infer.SVI(batch_model, guide, optim, elbo)
+    keys = tuple(k for k in like if k != "sizes")
+    return MethodState(svi, like, keys, num_data, amortised, options["jit"], int(seed))
 
 
 def step(seed: int, state: MethodState, batch: Batch):
-    """One SVI step on ``batch`` (the model sees the whole training set and ``subsample=batch.index``)."""
+    """One SVI step on ``batch``: its rows, scaled by ``N / B``."""
     if state.jit:
-        loss = state.svi.step(state.train, batch.index)
+        loss = state.svi.step(batch.x, batch.index)
     else:
-        loss = state.svi.step(state.like, state.train, subsample=batch.index)
-    return state, {"objective": -loss / len(state.train)}  # loss = -(N / B) sum_batch ELBO_n
+        loss = state.svi.step(state.like, batch.x, index=batch.index, num_data=state.num_data)
+    return state, {"objective": -loss / state.num_data}  # loss = -(N / B) sum_batch ELBO_n
 
 
 def get_params(state: MethodState) -> SBNParams:
@@ -99,12 +123,14 @@ def get_params(state: MethodState) -> SBNParams:
                      state.like.architecture.connectivity)
 
 
-def bound(state: MethodState, x, num_particles: int = 100):
-    """The amortised guide's Monte Carlo ELBO on ``x`` per data point (seeded); ``None`` for
-    the local guide (it has logits only for its training points)."""
+def bound(state: MethodState, x, num_particles: int = 100, chunk: int = 500):
+    """The amortised guide's Monte Carlo ELBO on ``x`` per data point (seeded; ``chunk``
+    points at a time); ``None`` for the local guide (it has logits only for its training points)."""
     if not state.amortised:
         return None
-    return mc_elbo(get_params(state), x, num_particles, seed=state.seed + 1)[0]
+    params = get_params(state)
+    return np.concatenate([mc_elbo(params, x[s:s + chunk], num_particles, seed=state.seed + 1 + i)[0]
+                           for i, s in enumerate(range(0, len(x), chunk))])
 
 
 def method() -> Method:
@@ -143,15 +169,25 @@ def mc_elbo(params: SBNParams, x, num_particles: int = 1000, seed: int = 0) -> t
 
 
 def mean_field_gradient_moments(params: SBNParams, x, baseline: str = "none", *, amortised: bool = True,
-                                subsample_size: int | None = None, **kwargs):
+                                index=None, subsample_size: int | None = None, **kwargs):
     """Moments of the one-sample ``TraceGraph_ELBO`` gradient w.r.t. the mean-field guide's
     parameters (:func:`~sbn_ppl.inference.score_function.pyro.guide_gradient_moments` on this
-    method's model and guide). ``x``: the batch (amortised), or the data set whose rows the
-    local logits belong to, subsampled ``subsample_size`` at a time."""
+    method's model and guide).
+
+    ``x``: the batch (amortised, no ``index``); or the training set, of which ``index``
+    picks the batch the way a training step does (its rows, scaled by ``N / B``); or, local
+    without ``index``, the training set subsampled ``subsample_size`` at a time by the plate.
+    """
     arch = params.architecture
+    keys = mean_field_keys(arch) if amortised else local_keys(arch)
+    if not amortised:
+        params = with_local_params(params, len(x))
+    if index is not None:
+        guide = amortised_batch_guide if amortised else local_batch_guide
+        rows = np.asarray(x)[np.asarray(index)]
+        return guide_gradient_moments(batch_model, guide, params, rows, keys, baseline,
+                                      index=torch.as_tensor(np.asarray(index)), num_data=len(x), **kwargs)
     if amortised:
-        return guide_gradient_moments(pyro_sbn.model, pyro_sbn.mean_field_guide, params, x, mean_field_keys(arch),
-                                      baseline, **kwargs)
-    params = with_local_params(params, len(x))
-    return guide_gradient_moments(pyro_sbn.model, local_mean_field_guide, params, x, local_keys(arch), baseline,
+        return guide_gradient_moments(pyro_sbn.model, pyro_sbn.mean_field_guide, params, x, keys, baseline, **kwargs)
+    return guide_gradient_moments(pyro_sbn.model, local_mean_field_guide, params, x, keys, baseline,
                                   subsample_size=subsample_size, **kwargs)

@@ -14,8 +14,10 @@ CHAINS = Option("chains", 1, positive_int, "persistent Gibbs chains per training
 GIBBS_OPTIONS = TRAINING + (SWEEPS, CHAINS)
 STOCK_OPTIONS = TRAINING + (SWEEPS,)  # the stock sampler keeps one chain per case
 
+_NEAL = "Neal (1992): persistent Gibbs chains, then a step up grad log p(x, h)"
 METHODS = (
-    Entry("gibbs", "numpyro", ".numpyro", "method"),
-    Entry("gibbs", "pyro", ".pyro", "method"),
-    Entry("numpyro-discrete-gibbs", "numpyro", ".discrete_hmc_gibbs", "method"),
+    Entry("gibbs", "numpyro", ".numpyro", "method", GIBBS_OPTIONS, _NEAL + "; our incremental sweep, JAX"),
+    Entry("gibbs", "pyro", ".pyro", "method", GIBBS_OPTIONS, _NEAL + "; our incremental sweep, torch"),
+    Entry("numpyro-discrete-gibbs", "numpyro", ".discrete_hmc_gibbs", "method", STOCK_OPTIONS,
+          _NEAL + " with NumPyro's stock DiscreteHMCGibbs as the sampler (small nets)"),
 )

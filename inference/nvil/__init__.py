@@ -40,7 +40,7 @@ The remaining pieces:
   paper), of the batch mean and batch variance of ``c_l - b_l``. ``C_l`` centres the
   signal. ``max(1, sqrt(v_l))`` divides it (sec. 3.2, Algorithm 1), unless
   ``variance_normalisation`` is off. ``C_l`` and ``v_l`` are updated before they are used,
-  as in Algorithm 1. ``decay = 1`` freezes them.
+  as in Algorithm 1. ``signal_decay = 1`` freezes them.
 
 Neither ``b_l``, which reads only layers sampled before ``h_l``, nor ``C_l`` depends on
 ``h_l``, so centring keeps the estimator unbiased. The normalisation by the running ``v_l``

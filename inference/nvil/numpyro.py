@@ -68,12 +68,22 @@ class NVILInfo(NamedTuple):
 # -- densities, signals, baselines -----------------------------------------------------------
 
 
-def sample_guide(key, arch: Architecture, phi, x):
-    """One ``h ~ q(. | x)`` per data point, bottom-up: ``[x, h1 (B, n1), ..., hL]``, no gradient."""
-    layers = [x]
-    for l, key_l in zip(range(1, arch.num_layers + 1), jax.random.split(key, arch.num_layers)):
+def sample_guide(key, arch: Architecture, phi, x, shape: tuple[int, ...] = ()):
+    """``h ~ q(. | x)`` bottom-up, ``shape`` draws per data point: ``[x, h1 (*shape, B, n1), ...,
+    hL]``, no gradient. ``x`` (B, D) stays unbroadcast.
+
+    One flat uniform array, reshaped, feeds every layer. XLA's CPU compiler (jax 0.10) takes
+    seconds over a threefry draw of a multi-dimensional shape. The same draw in one
+    dimension compiles about 10x faster (0.6 s against 6.6 s for ``(10, 500, 9)``).
+    """
+    size = (x.shape[0] * arch.num_hidden) * int(np.prod(shape, dtype=np.int64))
+    u = jax.random.uniform(key, (size,)).reshape(shape + (x.shape[0], arch.num_hidden))
+    layers, start = [x], 0
+    for l in range(1, arch.num_layers + 1):
         logits = recognition_logits(arch, phi, layers, l)
-        layers.append((jax.random.uniform(key_l, logits.shape) < jax.nn.sigmoid(logits)).astype(x.dtype))
+        stop = start + arch.sizes[l]
+        layers.append((u[..., start:stop] < jax.nn.sigmoid(logits)).astype(x.dtype))
+        start = stop
     return [stop_gradient(h) for h in layers]
 
 
@@ -183,12 +193,8 @@ def nvil_step(key, state: NVILState, x, *, arch: Architecture, optimizer: optax.
 def elbo_estimate(key, arch: Architecture, params, x, num_samples: int = BOUND_SAMPLES):
     """Per data point, the mean over ``num_samples`` draws ``h ~ q(. | x)`` of ``log p(x, h) -
     log q(h | x)``: an unbiased estimate of the ELBO, ``(B,)``."""
-
-    def one(k):
-        log_p, log_q = layer_log_probs(arch, params, sample_guide(k, arch, params, x))
-        return sum(log_p) - sum(log_q[1:])
-
-    return jax.vmap(one)(jax.random.split(key, num_samples)).mean(0)
+    log_p, log_q = layer_log_probs(arch, params, sample_guide(key, arch, params, x, (num_samples,)))
+    return (sum(log_p) - sum(log_q[1:])).mean(0)
 
 
 # -- the method ----------------------------------------------------------------------------

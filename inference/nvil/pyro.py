@@ -283,14 +283,16 @@ class NVIL(TraceGraph_ELBO):
     def _centre(self, name: str, residual: torch.Tensor):
         """``C <- a C + (1 - a) mean r``, ``v <- a v + (1 - a) var r`` (param store), and
         ``A = (r - C) / max(1, sqrt(v))``: ``(A, C)``."""
-        store = pyro.get_param_store()
-        keys = f"__nvil_signal_mean_{name}", f"__nvil_signal_var_{name}"
         with torch.no_grad():
-            old_mean, old_var = (pyro.param(k, lambda: torch.zeros(())).detach() for k in keys)
+            # the store's own tensors, updated in place (a new tensor per step would be a new
+            # parameter to SVI's optimiser at every step)
+            stored_mean, stored_var = (pyro.param(f"__nvil_signal_{stat}_{name}", lambda: torch.zeros(())).unconstrained()
+                                       for stat in ("mean", "var"))
             var_r = residual.var(unbiased=False) if residual.numel() > 1 else torch.zeros(())
-            mean = self.decay * old_mean + (1 - self.decay) * residual.mean()
-            var = self.decay * old_var + (1 - self.decay) * var_r
-            store[keys[0]], store[keys[1]] = mean, var
+            mean = self.decay * stored_mean + (1 - self.decay) * residual.mean()
+            var = self.decay * stored_var + (1 - self.decay) * var_r
+            stored_mean.copy_(mean)
+            stored_var.copy_(var)
             centred = residual - mean
             if self.variance_normalisation:
                 centred = centred / var.sqrt().clamp(min=1.0)

@@ -13,8 +13,8 @@ NumPyro surrogate scales both, so under a subsampled plate its guide gradient is
 times too large). The guide's state for the baselines is declared by :func:`with_baselines`:
 
 * ``"decaying"``: NumPyro ``mutable`` state ``baseline_avg_<site>``, one average per
-  position of the ``"data"`` plate (Pyro's decaying average is per batch position too);
-  sized by the data set, so the state keeps its shape whatever the batch size;
+  position of the ``"data"`` plate (Pyro's decaying average is per batch position too); a
+  batch of ``B`` uses the first ``B`` positions, so the state keeps its shape;
 * ``"nvil"``: ``numpyro.param`` sites ``nvil_*`` (:func:`~sbn_ppl.inference.score_function.nvil_init`),
   trained by SVI's optimiser on ``sum (c - b)^2``, added to the loss with zero value (the
   loss stays ``-ELBO``).
@@ -79,14 +79,17 @@ def normalised_signal(signal, stats: SignalStats, decay: float = SIGNAL_DECAY):
 # -- the guide's baseline state ----------------------------------------------------------------
 
 
-def with_baselines(guide, baseline: str, arch, seed: int = 0, hidden: int = NVIL_HIDDEN):
+def with_baselines(guide, baseline: str, arch, seed: int = 0, hidden: int = NVIL_HIDDEN,
+                   positions: int | None = None):
     """``guide`` that also declares the baseline's state (``nvil_*`` params or ``baseline_avg_h<l>``).
 
-    :param guide: a guide with the model's signature ``guide(params, x, ..., subsample=...)``,
-        one site ``h<l>`` per hidden layer inside the ``"data"`` plate.
+    :param guide: a guide with the model's signature ``guide(params, x, ...)``, one site
+        ``h<l>`` per hidden layer inside the ``"data"`` plate.
     :param baseline: ``"none"``, ``"decaying"`` or ``"nvil"`` (the same as the ELBO's).
     :param seed: seeds the NVIL net's initial values (``SVI.init(..., init_params=...)`` may
         replace them, as for any ``numpyro.param``).
+    :param positions: how many ``"data"``-plate positions the decaying averages cover (at
+        least the batch size; a batch of ``B`` uses the first ``B``); default: ``x``'s rows.
     """
     check_baseline(baseline)
     if baseline == "none":
@@ -97,9 +100,9 @@ def with_baselines(guide, baseline: str, arch, seed: int = 0, hidden: int = NVIL
         for k, v in init_nvil.items():
             numpyro.param(k, v)
         if baseline == "decaying":
-            positions = x.shape[-2] if x is not None else kwargs["num_samples"]
+            size = positions or (x.shape[-2] if x is not None else kwargs["num_samples"])
             for l in range(1, arch.num_layers + 1):
-                numpyro.primitives.mutable(f"baseline_avg_h{l}", jnp.zeros((positions,)))
+                numpyro.primitives.mutable(f"baseline_avg_h{l}", jnp.zeros((size,)))
         return guide(params, x, **kwargs)
 
     return guide_with_baselines

@@ -71,7 +71,8 @@ def normalised_signal(signal: torch.Tensor, stats: SignalStats, decay: float = S
 def with_baselines(guide, baseline: str, net: NVILBaseline | None = None, beta: float = DECAY):
     """``guide`` with its hidden sites' ``infer["baseline"]`` set (``pyro.poutine.infer_config``).
 
-    :param guide: a guide with the model's signature ``guide(params, x, ..., subsample=None)``.
+    :param guide: a guide with the model's signature ``guide(params, x, ...)``; the NVIL net
+        reads the rows of ``x`` it explains (``x[subsample]`` under ``subsample=``).
     :param baseline: ``"none"``, ``"decaying"`` (Pyro's decaying average) or ``"nvil"`` (``net(x)``).
     :param net: the :class:`NVILBaseline` (``baseline="nvil"``); registered with ``pyro.module``.
     """

@@ -40,7 +40,7 @@ def test_evaluate_exact_prints_json(params_file, capsys):
 
 
 def test_evaluate_importance_sampling(params_file, capsys):
-    assert main(["evaluate", "--params", str(params_file), "--estimator", "is", "--k", "50", "--limit", "20"]) == 0
+    assert main(["evaluate", "--params", str(params_file), "--estimator", "is", "--is-particles", "50", "--limit", "20", "--guide", "recognition"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["estimator"] == "is(K=50,recognition)" and result["n"] == 20
     assert np.isfinite(result["log_likelihood"]) and result["stderr"] > 0

@@ -194,8 +194,8 @@ def test_resume_refuses_other_settings(runs):
     [
         (dict(methods="no-such-method"), "unknown method 'no-such-method'"),
         (dict(arch="64-12-6"), "64 visible units but data 'synthetic:16-6-3:0' has 16"),
-        (dict(steps=0), "at least 1"),
-        (dict(steps=None, seconds=0), "must be positive"),
+        (dict(steps=0), "integer >= 1"),
+        (dict(steps=None, seconds=0), "positive number of seconds"),
         (dict(backend="stan"), "unknown backend 'stan'"),
         (dict(methods="gibbs:stan"), "no 'stan' backend"),
         (dict(estimator="exact", arch="16-15-6"), "at most 20 hidden units"),

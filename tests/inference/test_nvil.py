@@ -14,8 +14,9 @@ The specification:
 * Training on a teacher SBN's data closes most of the gap from independent pixels to the
   teacher (exact scores).
 
-Cost: the JAX tests compile the enumeration, the estimator and one training scan. The
-variance test reuses the trained state.
+Cost: about 40 s of CPU on a loaded 2-core machine, most of it XLA compiling. The one-off
+test functions are compiled without backend optimisation (``run_compiled``). The teacher's
+training scan is compiled once, and the variance test reuses its final state.
 """
 import functools
 import math
@@ -30,6 +31,7 @@ from pyro import poutine
 from pyro.ops.provenance import detach_provenance
 
 from sbn_ppl import SBNParams, load_dataset
+from sbn_ppl.architecture import Architecture
 from sbn_ppl.evaluation import exact_kl, exact_log_likelihood
 from sbn_ppl.fitting import fit
 from sbn_ppl.inference import backends_of, get_method
@@ -71,6 +73,13 @@ def random_baselines(arch, terms, seed=0, hidden=8):
     return {k: np.asarray(v, np.float32) for k, v in psi.items()}
 
 
+def run_compiled(f, *args):
+    """``jax.jit(f)(*args)``, compiled without XLA's backend optimisations: a test's one-off
+    function compiles about 4x faster (1.4 s against 5.3 s for the estimator draws) and runs
+    a little slower."""
+    return jax.jit(f).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})(*args)
+
+
 def trainable(params):
     arch = params.architecture
     return {k: jnp.asarray(params[k], jnp.float32) for k in generative_keys(arch) + recognition_keys(arch)}
@@ -107,7 +116,6 @@ def exact_elbo(params, arch, x):
     return (jnp.exp(log_q) * (log_p - log_q)).sum(-1).mean()
 
 
-exact_value_and_gradient = jax.value_and_grad(exact_elbo)  # eager: cheaper than compiling it once
 
 
 @functools.lru_cache(maxsize=None)
@@ -117,7 +125,7 @@ def exact_case(arch_spec, connectivity):
     params = strong_net(arch_spec, connectivity)
     arch = params.architecture
     x = jnp.asarray(load_dataset(f"synthetic:{arch_spec}:0").train[:X_ROWS])
-    value, exact = exact_value_and_gradient(trainable(params), arch, x)
+    value, exact = run_compiled(lambda p, x: jax.value_and_grad(exact_elbo)(p, arch, x), trainable(params), x)
     keys = generative_keys(arch) + recognition_keys(arch)
     return params, x, keys, float(value), flat(exact, keys)
 
@@ -152,7 +160,7 @@ def jax_draws(params, x, keys, terms, psi, draws=100, seed=0):
                                                            1.0, True)[0][0]
         return {k: -grads[k] for k in keys}
 
-    out = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(seed), draws))
+    out = run_compiled(jax.vmap(one), jax.random.split(jax.random.PRNGKey(seed), draws))
     return np.concatenate([np.asarray(out[k], np.float64).reshape(draws, -1) for k in keys], 1)
 
 
@@ -163,7 +171,7 @@ def test_jax_nvil_gradients_are_unbiased():
     scaled by ``1/max(1, sqrt(v_l))`` (measured max |z| 1.8).
 
     The test has power. A baseline that reads the layer's own sample ``h_l`` is biased, and
-    misses by more than 10 standard errors (measured max |z| 89).
+    misses by more than 10 standard errors (measured max |z| 95).
 
     The dense net and the global signal are checked on the Pyro twin below. The agreement
     test ties the two backends together on both."""
@@ -209,7 +217,10 @@ def test_pyro_nvil_gradients_are_unbiased(arch_spec, connectivity, local):
     """The Pyro ``NVIL`` ELBO (the method's configuration: explicit signal sites), with random
     fixed baselines and statistics, 40 draws of 400 replicated rows per data point. It is
     within 5 standard errors of the scaled exact gradient in every coordinate. Measured max
-    |z|: 2.9 layered, 3.3 dense, 2.0 dense with the global signal."""
+    |z|: 2.4 layered, 2.4 dense, 2.4 dense with the global signal. The last two share their
+    largest z at layer 1, where the dense net's local signal is the global one, with the
+    same baseline and statistics. Against the unscaled exact gradient the phi coordinates
+    miss by |z| 167, 47 and 72: the check sees the normalisation."""
     params, x, keys, _, exact = exact_case(arch_spec, connectivity)
     arch = params.architecture
     expected = expected_gradient(params, keys, exact, local)
@@ -270,14 +281,16 @@ def test_pyro_and_jax_agree_for_the_same_particles(arch_spec, connectivity, loca
     layers = [x.numpy()] + [detach_provenance(traces[1].nodes[f"h{l}"]["value"]).numpy()
                             for l in range(1, arch.num_layers + 1)]
 
+    def jax_side(trained, layers):
+        (_, (info, new_stats)), grads = jax.value_and_grad(nvil_jax.nvil_loss, has_aux=True)(
+            trained, stats, layers, arch, terms, 0.8, True)
+        log_p, log_q = nvil_jax.layer_log_probs(arch, trained[0], layers)
+        signals = nvil_jax.learning_signals(log_p, log_q, terms)
+        b = nvil_jax.baselines(trained[1], layers, terms)
+        return info, new_stats, grads, signals, b, nvil_jax.centred_signals(signals - b, stats, 0.8)[0]
+
     trained = (trainable(params), {k: jnp.asarray(v) for k, v in psi.items()})
-    jax_layers = [jnp.asarray(v) for v in layers]
-    (_, (info, jax_stats)), jax_grads = jax.value_and_grad(nvil_jax.nvil_loss, has_aux=True)(
-        trained, stats, jax_layers, arch, terms, 0.8, True)
-    log_p, log_q = nvil_jax.layer_log_probs(arch, trained[0], jax_layers)
-    signals = nvil_jax.learning_signals(log_p, log_q, terms)
-    b = nvil_jax.baselines(trained[1], jax_layers, terms)
-    centred, _ = nvil_jax.centred_signals(signals - b, stats, 0.8)
+    info, jax_stats, jax_grads, signals, b, centred = run_compiled(jax_side, trained, [jnp.asarray(v) for v in layers])
 
     close = dict(rtol=1e-4, atol=1e-4)
     assert out.elbo.item() == pytest.approx(float(info.objective), rel=1e-5)
@@ -295,8 +308,6 @@ def test_the_local_signals_follow_the_guide_and_the_model():
     """``P_l`` and ``D_l`` for three hidden layers. Layered: ``log p(x | h1)`` leaves the
     signals of layers 2 and 3, and ``log p(h1 | h2)`` leaves layer 3's. Dense: every model
     term stays. The guide terms are always ``l .. L``."""
-    from sbn_ppl.architecture import Architecture
-
     layered, dense = (signal_terms(Architecture((4, 3, 2, 2), c)) for c in ("layered", "dense"))
     assert layered.model == ((0, 1, 2, 3), (1, 2, 3), (2, 3))
     assert dense.model == ((0, 1, 2, 3),) * 3
@@ -328,8 +339,8 @@ def independent_pixels(train, test):
 
 def test_nvil_learns_a_teacher(teacher_fit):
     """Exact test log-likelihood: a fresh net -11.12, independent pixels -8.40, the teacher
-    -7.59; after NVIL -7.78 (measured): 76% of the gap from independent pixels to the teacher
-    closed (asserted > 60%). The method's own bound (the ELBO, 10 samples per point) lies
+    -7.59. After NVIL it is -7.75 (measured): 81% of the gap from independent pixels to the
+    teacher is closed (asserted > 60%). The method's own bound (the ELBO, 10 samples per point) lies
     below the exact log-likelihood, and the saved parameters hold theta and the recognition
     network only."""
     data, result, runner = teacher_fit
@@ -346,11 +357,11 @@ def test_the_baselines_cut_the_phi_gradient_variance(teacher_fit):
     """At the trained state and a fixed batch of 100 points, 500 one-sample phi-gradients
     (normalisation off, so all three are on one scale):
 
-    * no baseline and no centring: summed variance 7.0;
-    * the running means ``C_l`` alone: 0.70;
-    * ``C_l`` and the trained input-dependent ``b_l``: 0.013.
+    * no baseline and no centring: summed variance 6.6;
+    * the running means ``C_l`` alone: 0.72;
+    * ``C_l`` and the trained input-dependent ``b_l``: 0.0106.
 
-    That is a factor of 536 overall, and 53 from the input-dependent baselines over ``C``
+    That is a factor of 627 overall, and 68 from the input-dependent baselines over ``C``
     alone (measured; asserted > 50 and > 5)."""
     data, _, runner = teacher_fit
     state, c = runner.state.nvil, runner.state.config.value
@@ -362,30 +373,29 @@ def test_the_baselines_cut_the_phi_gradient_variance(teacher_fit):
                                                            1.0, False)[0][0]
         return {k: v for k, v in grads.items() if k.startswith("q_")}
 
-    draws = jax.jit(jax.vmap(phi_gradient, in_axes=(0, None, None)))
+    def variances(keys, psi, stats):  # summed phi-gradient variance: none, C alone, C and b
+        zero_psi, zero_stats = jax.tree.map(jnp.zeros_like, psi), jax.tree.map(jnp.zeros_like, stats)
+        draws = jax.vmap(phi_gradient, in_axes=(0, None, None))
+        return [sum(v.var(0, ddof=1).sum() for v in draws(keys, *case).values())
+                for case in ((zero_psi, zero_stats), (zero_psi, stats), (psi, stats))]
+
     keys = jax.random.split(jax.random.PRNGKey(0), 500)
-    zero_psi = jax.tree.map(jnp.zeros_like, state.baseline)
-    zero_stats = jax.tree.map(jnp.zeros_like, state.stats)
-
-    def variance(psi, stats):
-        return sum(float(v.var(0, ddof=1).sum()) for v in draws(keys, psi, stats).values())
-
-    none, mean_only, full = variance(zero_psi, zero_stats), variance(zero_psi, state.stats), variance(
-        state.baseline, state.stats)
+    none, mean_only, full = map(float, run_compiled(variances, keys, state.baseline, state.stats))
     assert none / full > 50 and mean_only / full > 5, (none, mean_only, full)
 
 
 def test_pyro_nvil_trains(teacher_fit):
-    """The Pyro twin through ``fit``, 300 steps (a Pyro step costs ~30x a JAX one; the
-    agreement test above carries the equivalence): the exact test log-likelihood rises from
-    -11.12 to -8.42 (measured; asserted > -9.0), the saved file holds theta and the recognition
-    network only, and its bound lies below the exact log-likelihood."""
+    """The Pyro twin through ``fit``: 150 steps at ``lr = 0.01``. A Pyro step costs about 30
+    JAX steps, and the agreement test above carries the equivalence. The exact test
+    log-likelihood rises from -11.12 to -8.37 (measured; asserted > -8.8). The saved file
+    holds theta and the recognition network only, and the method's bound lies below the
+    exact log-likelihood."""
     data, _, _ = teacher_fit
     runners = []
-    result = fit(get_method("nvil", "pyro"), SBNParams.init("16-6-3", seed=1), data.train, steps=300,
-                 checkpoint_every=300, progress=False, on_finish=runners.append)
+    result = fit(get_method("nvil", "pyro"), SBNParams.init("16-6-3", seed=1), data.train, steps=150,
+                 checkpoint_every=150, progress=False, options={"lr": 0.01}, on_finish=runners.append)
     fitted = exact_log_likelihood(result.params, data.test).mean()
-    assert fitted > -9.0, fitted
+    assert fitted > -8.8, fitted
     assert runners[0].bound(data.test[:200]).mean() < exact_log_likelihood(result.params, data.test[:200]).mean()
     arch = result.params.architecture
     assert set(result.params) == {"sizes", *generative_keys(arch), *recognition_keys(arch)}
