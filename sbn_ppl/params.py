@@ -68,7 +68,10 @@ class SBNParams(Mapping):
         arrays = {k: _to_numpy(v) for k, v in arrays.items()}
         if "sizes" not in arrays:
             raise ValueError("parameters lack 'sizes' (the bottom-up layer widths [D, H1, ..., HL])")
-        sizes = tuple(int(s) for s in np.asarray(arrays["sizes"]).ravel())
+        raw = np.asarray(arrays["sizes"]).ravel()
+        if raw.dtype.kind not in "iub" and not np.all(np.equal(np.mod(raw.astype(np.float64), 1), 0)):
+            raise ValueError(f"parameter 'sizes' must hold whole numbers (layer widths), got {raw.tolist()}")
+        sizes = tuple(int(s) for s in raw)
         if connectivity is None:
             connectivity = _infer_connectivity(sizes, arrays)
         self.architecture = Architecture(sizes, connectivity)

@@ -2,7 +2,7 @@
 
 One sweep resamples every hidden unit once from its exact conditional, layer by layer
 (``h1`` first, then ``h2`` ...), the units of a layer in turn. For unit ``k`` with
-children ``c`` (DESIGN.md section 2)::
+children ``c`` (the README, "The methods")::
 
     logit p(h_k = 1 | rest) = a_k + sum_c [ c w_kc - softplus(a_c^0 + w_kc) + softplus(a_c^0) ]
 

@@ -1,7 +1,7 @@
 """Single-unit Gibbs sampling of an SBN's posterior ``p(h | x)`` in torch (Neal 1992, section 3).
 
 The twin of :mod:`sbn_ppl.inference.gibbs.numpyro` (same sweep order, same arithmetic): for
-unit ``k`` with children ``c`` (DESIGN.md section 2)::
+unit ``k`` with children ``c`` (the README, "The methods")::
 
     logit p(h_k = 1 | rest) = a_k + sum_c [ c w_kc - softplus(a_c^0 + w_kc) + softplus(a_c^0) ]
 

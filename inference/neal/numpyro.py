@@ -1,6 +1,6 @@
 """Neal's (1992) learning rule for an SBN in JAX: persistent Gibbs chains, then a gradient step.
 
-The gradient of the data log-likelihood is a posterior expectation (DESIGN.md section 2)::
+The gradient of the data log-likelihood is a posterior expectation (the README, "The methods")::
 
     d log p(x) / d theta = E_{p(h | x)} [ d log p(x, h) / d theta ]
 

@@ -173,3 +173,15 @@ def test_the_example_config_names_real_methods_and_options():
     planned = plan(kwargs["methods"], kwargs.get("backend"))
     assert {m.name for m in planned} == set(kwargs["methods"])
     assert method_options(planned, kwargs["options"])[("rws", "numpyro")]["k"] == 5
+
+
+@pytest.mark.parametrize("name", ["compare.toml", "binarized_mnist.toml", "binarized_mnist_3layer.toml", "uci.toml"])
+def test_every_example_config_is_valid(name):
+    from pathlib import Path
+
+    from sbn_ppl.harness import method_options, plan
+
+    raw = load_toml(Path(__file__).resolve().parents[2] / "examples" / name)
+    config = CompareConfig.from_mapping(raw, where=name)
+    planned = plan(config.methods, config.backend)
+    method_options(planned, dict(config.options))  # every option is one a compared method takes

@@ -72,3 +72,15 @@ def test_missing_and_unreadable_files(tmp_path):
     bad.write_text("not a zip file")
     with pytest.raises(ValueError, match="cannot read parameter file"):
         SBNParams.load(bad)
+
+
+def test_fractional_layer_widths_in_a_file_are_refused_not_truncated(tmp_path):
+    import numpy as np
+    import pytest
+
+    from sbn_ppl import SBNParams
+
+    arrays = dict(SBNParams.init("4-3", seed=0, guide=()))
+    arrays["sizes"] = np.array([4.0, 3.5])
+    with pytest.raises(ValueError, match="whole numbers"):
+        SBNParams(arrays)

@@ -176,7 +176,7 @@ def test_learning_on_teacher_data_raises_held_out_log_likelihood(teacher_fit):
     data, start, result = teacher_fit
     before, after = (exact_log_likelihood(p, data.test).mean() for p in (start, result.params))
     teacher = exact_log_likelihood(data.teacher, data.test).mean()
-    assert after > before + 1.0, (before, after)  # measured: -8.21 -> -6.15 (teacher -6.02)
+    assert after > before + 1.0, (before, after)  # measured: -8.21 -> -6.10 (teacher -6.02)
     assert after < teacher + 0.05
     # the file holds the generative parameters only: the method trains no guide (issue 14)
     assert set(result.params) == set(start.generative())
@@ -198,7 +198,8 @@ def test_step_updates_the_variational_state_of_the_batch_rows_only():
     others = np.setdiff1d(np.arange(50), np.asarray(idx))
     for before, after in zip(jax.tree.leaves(state.variational), jax.tree.leaves(new.variational)):
         np.testing.assert_array_equal(np.asarray(after)[others], np.asarray(before)[others])
-    for before, after in zip(state.variational.lam + state.variational.xi, new.variational.lam + new.variational.xi):
+    moved = state.variational.lam + state.variational.xi[:-1], new.variational.lam + new.variational.xi[:-1]
+    for before, after in zip(*moved):  # (the top layer's xi has no parents: no Jensen gap to close)
         assert np.all(np.asarray(after)[np.asarray(idx)] != np.asarray(before)[np.asarray(idx)])
     # the reported objective is the bound at the rows' new (mu, xi), before the weight step
     lam = [v[idx] for v in new.variational.lam]

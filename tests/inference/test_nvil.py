@@ -265,7 +265,8 @@ def test_pyro_and_jax_agree_for_the_same_particles(arch_spec, connectivity, loca
     with pyro.get_param_store().scope():
         store = pyro.get_param_store()
         for name, mean, var in zip(names, np.asarray(stats.mean), np.asarray(stats.var)):
-            store[f"__nvil_signal_mean_{name}"], store[f"__nvil_signal_var_{name}"] = torch.tensor(mean), torch.tensor(var)
+            store[f"__nvil_signal_mean_{name}"] = torch.tensor(mean)
+            store[f"__nvil_signal_var_{name}"] = torch.tensor(var)
         net = torch_baselines(arch, psi, local)
         model = poutine.scale(pyro_sbn.model, 1.0 / len(x))
         guide = poutine.scale(with_baselines(pyro_sbn.recognition_guide, net), 1.0 / len(x))
