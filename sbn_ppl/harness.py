@@ -251,6 +251,8 @@ class _Comparison:
                          on_checkpoint=on_checkpoint, on_finish=on_finish,
                          **budget.fit_arguments(len(self.dataset.train), self.c.batch_size))
             last = result.metrics[-1]
+            if "test_log_likelihood" not in last:  # the curve always ends with a scored point
+                last.update(on_checkpoint(result.params, None) or {})
             record.update(steps=int(last["step"]), epochs=last["epoch"], seconds=last["seconds"],
                           steps_per_second=last["step"] / last["seconds"] if last["seconds"] > 0 else None,
                           objective=last.get("objective"))

@@ -301,6 +301,19 @@ def initial_variational(arch: Architecture, num_data: int, dtype=jnp.float32) ->
                        jnp.ones((num_data,), dtype))
 
 
+def pack(va: Variational) -> jax.Array:
+    """``va`` as one table, a row per data point: ``[lambda_1 .. lambda_L | xi_0 .. xi_L | eta]``
+    (one gather and one scatter per step for the training points' state)."""
+    return jnp.concatenate(list(va.lam) + list(va.xi) + [va.eta[:, None]], axis=1)
+
+
+def unpack(arch: Architecture, table) -> Variational:
+    """The inverse of :func:`pack`."""
+    cuts = np.cumsum(arch.hidden_sizes + arch.sizes)
+    parts = jnp.split(table, cuts, axis=1)
+    return Variational(tuple(parts[:arch.num_layers]), tuple(parts[arch.num_layers:-1]), parts[-1][:, 0])
+
+
 # -- the bound on new data -------------------------------------------------------------------
 
 
@@ -373,12 +386,12 @@ class Config(NamedTuple):
 
 class FixedPointState(NamedTuple):
     """``theta``: the generative parameters; ``opt_state``: the optimiser's; ``variational``: every
-    training point's ``lambda``, ``xi`` and ``eta`` (rows indexed like the training set);
+    training point's ``lambda``, ``xi`` and ``eta``, :func:`pack`-ed (a row per training point);
     ``config``: :class:`Config` (static)."""
 
     theta: dict
     opt_state: Any
-    variational: Variational
+    variational: jax.Array
     config: Static
 
 
@@ -394,20 +407,21 @@ def init_state(key, params: SBNParams, options: dict, train) -> FixedPointState:
     optimizer = optax_optimizer(options["optimizer"], options["lr"])
     theta = _theta(params)
     config = Config(arch, optimizer, int(options["iterations"]), int(options["bound_sweeps"]))
-    return FixedPointState(theta, optimizer.init(theta), initial_variational(arch, len(train)), Static(config))
+    return FixedPointState(theta, optimizer.init(theta), pack(initial_variational(arch, len(train))),
+                           Static(config))
 
 
 def step(key, state: FixedPointState, batch: Batch):
     """``iterations`` sweeps on the batch's ``(mu, xi)`` (resumed from the state, rows
     ``batch.index``), then one optimiser step up ``L`` in the generative parameters."""
     c = state.config.value
-    idx, x = batch.index, batch.x.astype(state.variational.eta.dtype)
-    va = jax.tree.map(lambda v: v[idx], state.variational)
+    idx, x = batch.index, batch.x.astype(state.variational.dtype)
+    va = unpack(c.arch, state.variational[idx])
     va, m, taken = learning_ascent(c.arch, state.theta, x, va, c.iterations)
     grads = theta_gradient(c.arch, state.theta, x, va, m)
     updates, opt_state = c.optimizer.update(jax.tree.map(jnp.negative, grads), state.opt_state, state.theta)
     theta = optax.apply_updates(state.theta, updates)
-    variational = jax.tree.map(lambda all_, rows: all_.at[idx].set(rows), state.variational, va)
+    variational = state.variational.at[idx].set(pack(va))
     return state._replace(theta=theta, opt_state=opt_state, variational=variational), \
         FixedPointInfo(m.value.mean(), taken)
 
