@@ -76,6 +76,7 @@ from sbn_ppl.data import validate_binary
 from sbn_ppl.methods import Batch, Method, Static
 from sbn_ppl.optimizers import optax_optimizer
 from sbn_ppl.params import SBNParams, generative_keys
+from sbn_ppl.resources import check_memory
 
 from . import BOUND_SWEEPS, FIXED_POINT_OPTIONS
 
@@ -267,6 +268,8 @@ def coordinate_ascent(arch: Architecture, theta, x, va: Variational, sweeps, *, 
 
     start = (jnp.zeros((), jnp.int32), va, evaluate(arch, theta, x, va.lam, va.xi, tilted=tilted),
              jnp.zeros((), va.eta.dtype), jnp.zeros((), bool))
+    if isinstance(sweeps, int) and sweeps == 0:  # nothing to loop over (a learning step's one sweep)
+        return va, start[2], start[3]
     count, va, m, taken, _ = jax.lax.while_loop(lambda c: (c[0] < sweeps) & ~c[4], body, start)
     return va, m, taken / jnp.maximum(count, 1)
 
@@ -404,6 +407,8 @@ def init_state(key, params: SBNParams, options: dict, train) -> FixedPointState:
     """Generative parameters from ``params``; ``mu = xi = 1/2``, ``eta = 1`` for every training point."""
     arch = params.architecture
     train = validate_binary(np.asarray(train), width=arch.visible_size, name="training data")
+    width = sum(arch.hidden_sizes) + sum(arch.sizes) + 1
+    check_memory(3.0 * 4 * len(train) * width, f"the mean-field state of {len(train)} training points ({arch})")
     optimizer = optax_optimizer(options["optimizer"], options["lr"])
     theta = _theta(params)
     config = Config(arch, optimizer, int(options["iterations"]), int(options["bound_sweeps"]))
@@ -434,7 +439,7 @@ def get_params(state: FixedPointState) -> SBNParams:
 
 
 def bound(state: FixedPointState, x) -> np.ndarray:
-    """The SJJ bound on ``log p(x_n)`` after ``bound_sweeps`` sweeps from ``mu = xi = 1/2`` on ``x``."""
+    """The SJJ bound on ``log p(x_n)`` after at most ``bound_sweeps`` sweeps from ``mu = xi = 1/2`` on ``x``."""
     return mean_field_bound(get_params(state), x, state.config.value.bound_sweeps)[0]
 
 

@@ -192,7 +192,7 @@ def test_step_updates_the_variational_state_of_the_batch_rows_only():
     data = synthetic("12-4-3", 0)
     m = get_method("mean-field-fixed-point")
     train = jnp.asarray(data.train[:50])
-    state = m.init(jax.random.PRNGKey(0), data.teacher, m.check_options({"iterations": 2}), train)
+    state = m.init(jax.random.PRNGKey(0), data.teacher, m.check_options({}), train)
     idx = jnp.asarray([3, 17, 41])
     new, info = jax.jit(m.step)(jax.random.PRNGKey(1), state, Batch(idx, train[idx]))
     others = np.setdiff1d(np.arange(50), np.asarray(idx))
@@ -218,7 +218,7 @@ def test_method_bound_and_runner(teacher_fit):
     assert np.all(runner.bound(data.test[:30]) <= exact_log_likelihood(result.params, data.test[:30]) + FLOAT32_SLACK)
 
 
-def test_method_record_and_bad_options():
+def test_method_record_and_bad_options(monkeypatch):
     m = get_method("mean-field-fixed-point")
     assert (m.name, m.backend, m.guide, m.jit) == ("mean-field-fixed-point", "numpyro", None, True)
     assert m.options == FIXED_POINT_OPTIONS and METHODS[0].options == FIXED_POINT_OPTIONS
@@ -228,6 +228,11 @@ def test_method_record_and_bad_options():
                              ({"batch_size": 10}, "no option")]:
         with pytest.raises(ValueError, match=message):
             m.check_options(options)
+    # the per-training-point state is checked against the memory before it is allocated
+    params, train = SBNParams.init("12-4-3"), synthetic("12-4-3", 0).train
+    monkeypatch.setattr("sbn_ppl.resources.available_memory", lambda: 10_000.0)
+    with pytest.raises(ValueError, match="mean-field state of 1000 training points"):
+        m.init(jax.random.PRNGKey(0), params, m.defaults, train)
 
 
 def test_runs_under_jax_enable_x64():
