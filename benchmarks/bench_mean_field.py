@@ -5,10 +5,12 @@
 Every configuration trains the amortised mean-field guide and the SBN on batches of 100
 (random binary data; the speed does not depend on the values), side by side in one run:
 
-* Pyro ``SVI`` + ``TraceGraph_ELBO`` (the stock path; baselines none / decaying / nvil)
-  and + ``JitTraceGraph_ELBO`` (``jit=True``: the same estimator, traced by ``torch.jit``);
+* Pyro ``SVI`` + ``TraceGraph_ELBO`` (``jit=False``, the stock path; baselines none / decaying /
+  nvil) and + ``JitTraceGraph_ELBO`` (``jit=True``, the default: the same estimator, traced by
+  ``torch.jit``), through the method's runner;
 * NumPyro ``SVI`` + the stock ``TraceGraph_ELBO`` (no baselines), jit-compiled update;
-* NumPyro ``SVI`` + :class:`TraceGraphBaselineELBO` (ours; none / decaying / nvil), jitted.
+* NumPyro ``SVI`` + :class:`TraceGraphBaselineELBO` (ours; none / decaying / nvil), jitted and
+  scanned by the method's runner.
 
 Then the total variance ``sum_j Var[g_j]`` of the single-sample gradient w.r.t. the guide's
 parameters, at fixed parameters, with each baseline (same seed; the baselines warmed up first).
@@ -29,10 +31,12 @@ from numpyro.infer import SVI, TraceGraph_ELBO
 
 from sbn_ppl import SBNParams
 from sbn_ppl.data import load_digits, synthetic
-from sbn_ppl.inference.fixed_point import numpyro as fp
+from sbn_ppl.inference import get_method
 from sbn_ppl.inference.mean_field import numpyro as mn
 from sbn_ppl.inference.mean_field import pyro as mp
+from sbn_ppl.inference.score_function import BASELINES
 from sbn_ppl.models import numpyro_sbn
+from sbn_ppl.runner import runner_for
 
 BATCH = 100
 
@@ -52,23 +56,26 @@ def rate(run, seconds, chunk, windows=3):
     return best
 
 
+def method_rate(backend, params, train, seconds, chunk, **options):
+    """steps/s of ``mean-field-svi`` through the backend's runner (the path ``fit`` takes)."""
+    m = get_method("mean-field-svi", backend)
+    runner = runner_for(m, params, m.check_options(options), train, 0, BATCH)
+    box = [0]
+
+    def run(n):
+        runner.run(box[0], n)  # returns floats: waits for JAX's asynchronous work
+        box[0] += n
+        runner.fix_length(chunk)  # one scan length from here on (the first call compiles it)
+
+    return rate(run, seconds, chunk)
+
+
 def pyro_rate(params, train, seconds, **options):
-    state = mp.init(params, train, seed=0, batch_size=BATCH, **options)
-    return rate(lambda n: mp.run(state, n), seconds, 5)
+    return method_rate("pyro", params, train, seconds, 5, **options)
 
 
 def numpyro_rate(params, train, seconds, **options):
-    runner = mn.build(params, len(train), seed=0, batch_size=BATCH, **options)
-    box = [mn.init_state(runner, params, train, seed=0)]
-
-    def run(n):
-        state = box[0]
-        for _ in range(n):
-            state, loss = runner.step(state)
-        loss.block_until_ready()
-        box[0] = state
-
-    return rate(run, seconds, 50)
+    return method_rate("numpyro", params, train, seconds, 50, **options)
 
 
 def stock_numpyro_rate(params, train, seconds):
@@ -96,13 +103,17 @@ def stock_numpyro_rate(params, train, seconds):
 
 
 def fixed_point_rate(params, train, seconds):
-    state = fp.init(params, train, seed=0, batch_size=BATCH, iterations=3)
-    box = [state]
+    """steps/s of ``mean-field-fixed-point`` (one damped layer-parallel sweep per step) through its runner."""
+    m = get_method("mean-field-fixed-point")
+    runner = runner_for(m, params, m.check_options({}), train, 0, BATCH)
+    done = [0]
 
     def run(n):
-        box[0] = fp.run(box[0], n)[0]
+        runner.run(done[0], n)
+        done[0] += n
+        runner.fix_length(50)
 
-    return rate(run, seconds, 2)
+    return rate(run, seconds, 50)
 
 
 def speed(arch, seconds, with_fixed_point):
@@ -110,16 +121,16 @@ def speed(arch, seconds, with_fixed_point):
     train = (np.random.default_rng(0).random((1000, params.architecture.visible_size)) < 0.3).astype(np.float32)
     rows = []
     for name, fn in [
-        ("Pyro SVI + TraceGraph_ELBO, no baseline", lambda: pyro_rate(params, train, seconds, baseline="none")),
-        ("Pyro SVI + TraceGraph_ELBO, decaying avg", lambda: pyro_rate(params, train, seconds, baseline="decaying")),
-        ("Pyro SVI + TraceGraph_ELBO, NVIL", lambda: pyro_rate(params, train, seconds, baseline="nvil")),
+        ("Pyro SVI + TraceGraph_ELBO, no baseline", lambda: pyro_rate(params, train, seconds, baseline="none", jit=False)),
+        ("Pyro SVI + TraceGraph_ELBO, decaying avg", lambda: pyro_rate(params, train, seconds, baseline="decaying", jit=False)),
+        ("Pyro SVI + TraceGraph_ELBO, NVIL", lambda: pyro_rate(params, train, seconds, baseline="nvil", jit=False)),
         ("Pyro SVI + JitTraceGraph_ELBO, no baseline", lambda: pyro_rate(params, train, seconds, baseline="none", jit=True)),
         ("Pyro SVI + JitTraceGraph_ELBO, NVIL", lambda: pyro_rate(params, train, seconds, baseline="nvil", jit=True)),
         ("NumPyro SVI + stock TraceGraph_ELBO (jit)", lambda: stock_numpyro_rate(params, train, seconds)),
         ("NumPyro SVI + ours, no baseline (jit)", lambda: numpyro_rate(params, train, seconds, baseline="none")),
         ("NumPyro SVI + ours, decaying avg (jit)", lambda: numpyro_rate(params, train, seconds, baseline="decaying")),
         ("NumPyro SVI + ours, NVIL (jit)", lambda: numpyro_rate(params, train, seconds, baseline="nvil")),
-    ] + ([("JAX fixed point (SJJ), 3 sweeps/step", lambda: fixed_point_rate(params, train, seconds))]
+    ] + ([("JAX fixed point (SJJ), 1 damped layer-parallel sweep/step", lambda: fixed_point_rate(params, train, seconds))]
          if with_fixed_point else []):
         rows.append((name, fn()))
         print(f"  {arch:>12}  {name:<45} {rows[-1][1]:9.1f} steps/s", flush=True)
@@ -137,10 +148,10 @@ def variance(arch, warmup, samples):
     x = pool[:20]
     out = {}
     for backend, module, (w, s) in (("numpyro", mn, (warmup, samples)), ("pyro", mp, (warmup // 2, samples // 2))):
-        for baseline in module.BASELINES:
+        for baseline in BASELINES:
             t0 = time.perf_counter()
-            moments = module.guide_gradient_moments(params, x, baseline, warmup=w, num_samples=s, seed=0,
-                                                    warmup_pool=pool)
+            moments = module.mean_field_gradient_moments(params, x, baseline, warmup=w, num_samples=s, seed=0,
+                                                         warmup_pool=pool)
             out[(backend, baseline)] = moments.total_variance
             print(f"  {arch:>12}  {backend:<8} {baseline:<9} total Var[g] {moments.total_variance:12.1f}  "
                   f"ratio to none {out[(backend, 'none')] / moments.total_variance:6.1f}x  "

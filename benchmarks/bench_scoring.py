@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
+
 import time
 
 import numpy as np

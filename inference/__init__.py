@@ -57,7 +57,7 @@ def entries() -> list[Entry]:
     return [entry for _, entry in _REGISTRY.values()]
 
 
-def option_schema() -> dict[str, "Option"]:
+def option_schema() -> dict:
     """Every registered method's options by name (for the command line's flags), without
     importing a backend; two methods that share a name share its meaning."""
     schema = {}

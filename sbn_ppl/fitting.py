@@ -18,6 +18,7 @@ import numpy as np
 
 from .data import validate_binary
 from .methods import Method
+from .options import copies
 from .params import SBNParams
 from .resources import check_memory
 from .rundir import RunDir, read_metrics, read_state
@@ -247,9 +248,7 @@ def _check_resumable(out: str, previous: dict, header: dict) -> None:
 def _step_bytes(params: SBNParams, opts: dict, batch_size: int) -> float:
     """A rough floor on one step's working memory: the batch's layers for each particle or
     chain, float32, about eight copies (samples, activations, log-probabilities, gradients)."""
-    copies = max([int(v) for k, v in opts.items() if k in ("k", "num_particles", "chains", "num_sleep_particles")
-                  and isinstance(v, (int, np.integer))] + [1])
-    return float(batch_size) * copies * sum(params.architecture.sizes) * 4.0 * 8
+    return float(batch_size) * copies(opts) * sum(params.architecture.sizes) * 4.0 * 8
 
 
 def _plain(opts: dict) -> dict:

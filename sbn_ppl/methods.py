@@ -91,6 +91,13 @@ class Method:
         return resolve(self.options, options, owner=f"method {self.name!r} ({self.backend})")
 
 
+def by_chunks(fn: Callable[[int, np.ndarray], Any], x: np.ndarray, chunk: int = 1000) -> np.ndarray:
+    """``fn(i, rows)`` on the ``i``-th run of ``chunk`` rows of ``x``, the results joined as
+    float64: a method's bound on a data set of any size in bounded memory."""
+    return np.concatenate([np.asarray(fn(i, x[s:s + chunk]))
+                           for i, s in enumerate(range(0, len(x), chunk))]).astype(np.float64)
+
+
 class Static:
     """A value carried inside a JAX state as static (hashable) data, not as a leaf.
 

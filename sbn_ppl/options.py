@@ -108,6 +108,17 @@ BATCH_K = Option("k", 5, positive_int, "particles K per data point")  # used in 
 TRAINING = (LR, OPTIMIZER)
 
 
+PARTICLE_OPTIONS = ("k", "num_particles", "chains", "num_sleep_particles")
+
+
+def copies(options: Mapping[str, Any]) -> int:
+    """How many copies of a batch's layers one step holds at once: the largest of the options
+    that multiply them (particles, chains, dreams), 1 for none. The runner sizes torch's thread
+    pool by it and ``fit`` its memory check."""
+    return max([int(v) for k, v in options.items() if k in PARTICLE_OPTIONS
+                and isinstance(v, (int, np.integer)) and not isinstance(v, bool)] + [1])
+
+
 def resolve(schema: Iterable[Option], given: Mapping[str, Any] | None, owner: str = "this method") -> dict:
     """The defaults of ``schema`` updated with ``given``, each value checked; an unknown
     name is a ``ValueError`` that lists the known ones."""

@@ -51,6 +51,9 @@ def mean_field_keys(arch: Architecture) -> list[str]:
     return keys
 
 
+_GUIDE_KEYS = {"recognition": recognition_keys, "mean_field": mean_field_keys}
+
+
 def _to_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):  # torch tensor, without importing torch
         value = value.detach().cpu().numpy()
@@ -164,6 +167,27 @@ class SBNParams(Mapping):
     def has_guide(self, guide: str) -> bool:
         keys = recognition_keys(self.architecture) if guide == "recognition" else mean_field_keys(self.architecture)
         return all(k in self for k in keys)
+
+    def with_guide(self, guide: str, seed: int) -> "SBNParams":
+        """These parameters, plus ``guide`` at its default initialisation (``SBNParams.init``
+        with ``seed``) if they have none."""
+        if self.has_guide(guide):
+            return self
+        fresh = SBNParams.init(self.architecture, int(seed), guide=(guide,))
+        return self.replace(**{k: fresh[k] for k in _GUIDE_KEYS[guide](self.architecture)})
+
+    def only(self, guide: str | None = None) -> "SBNParams":
+        """The generative arrays and ``guide``'s (none for ``None``): what a method that trains
+        that guide saves, with no other guide's keys."""
+        arch = self.architecture
+        keys = generative_keys(arch) + (_GUIDE_KEYS[guide](arch) if guide is not None else [])
+        return SBNParams({"sizes": np.asarray(arch.sizes), **{k: self[k] for k in keys}}, arch.connectivity)
+
+    @classmethod
+    def from_arrays(cls, arch: Architecture, arrays: Mapping[str, Any]) -> "SBNParams":
+        """Parameters of ``arch`` from a mapping of arrays (NumPy, JAX or torch), e.g. a method's state."""
+        return cls({"sizes": np.asarray(arch.sizes), **{k: _to_numpy(v) for k, v in arrays.items()}},
+                   arch.connectivity)
 
     # -- conversion ------------------------------------------------------------------------
     def to_torch(self, device=None) -> dict:

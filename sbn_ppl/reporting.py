@@ -19,7 +19,6 @@ import math
 import os
 import platform
 import sys
-import types
 from typing import Any, Mapping, Sequence
 
 import numpy as np

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any
 
 import numpy as np
 
 from .methods import Batch, Method
+from .options import copies
 from .params import SBNParams
 
 _EPOCH_SALT = 0x5B7  # keeps the batch stream apart from other uses of the same seed
@@ -190,7 +190,7 @@ class TorchRunner:
         self.batch_size = effective_batch_size(self.num_data, batch_size)
         self.train = torch.as_tensor(np.asarray(train, dtype=np.float32))
         self.store = {"params": {}, "constraints": {}}
-        self.threads = threads_for(self.batch_size * max(params.architecture.sizes) * _particles(options))
+        self.threads = threads_for(self.batch_size * max(params.architecture.sizes) * copies(options))
         with self.scope():
             torch.manual_seed(step_seed(self.seed, -1))
             self.state = method.init(step_seed(self.seed, -1), params, options, self.train)
@@ -245,11 +245,6 @@ class TorchRunner:
             return None
         with self.scope():
             return self.method.bound(self.state, x)
-
-
-def _particles(options: dict) -> int:
-    return int(max(options.get(name, 1) or 1 for name in ("k", "num_particles", "chains", "sweeps")
-                   if isinstance(options.get(name, 1) or 1, (int, np.integer))))
 
 
 def threads_for(elements: int) -> int:

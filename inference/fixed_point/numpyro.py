@@ -434,8 +434,7 @@ def step(key, state: FixedPointState, batch: Batch):
 def get_params(state: FixedPointState) -> SBNParams:
     """The generative parameters (the method trains no guide for new data)."""
     arch = state.config.value.arch
-    return SBNParams({"sizes": np.asarray(arch.sizes), **{k: np.asarray(v) for k, v in state.theta.items()}},
-                     arch.connectivity)
+    return SBNParams.from_arrays(arch, state.theta)
 
 
 def bound(state: FixedPointState, x) -> np.ndarray:

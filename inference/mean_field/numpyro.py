@@ -28,7 +28,7 @@ from sbn_ppl.data import validate_binary
 from sbn_ppl.inference.mean_field import MEAN_FIELD_SVI_OPTIONS
 from sbn_ppl.inference.score_function import nvil_init
 from sbn_ppl.inference.score_function.numpyro import TraceGraphBaselineELBO, guide_gradient_moments, with_baselines
-from sbn_ppl.methods import Batch, Method, Static
+from sbn_ppl.methods import Batch, Method, Static, by_chunks
 from sbn_ppl.models import numpyro_sbn
 from sbn_ppl.models.local_guides_numpyro import local_mean_field_guide
 from sbn_ppl.models.mean_field_local import local_keys, with_local_params
@@ -153,8 +153,8 @@ def bound(state: MethodState, x, num_particles: int = 100, chunk: int = 500):
     if not state.config.value.amortised:
         return None
     params = get_params(state)
-    return np.concatenate([mc_elbo(params, x[s:s + chunk], num_particles, key=random.fold_in(state.bound_key, i))[0]
-                           for i, s in enumerate(range(0, len(x), chunk))])
+    return by_chunks(lambda i, rows: mc_elbo(params, rows, num_particles, key=random.fold_in(state.bound_key, i))[0],
+                     x, chunk)
 
 
 def method() -> Method:
@@ -177,9 +177,7 @@ def mc_elbo(params: SBNParams, x, num_particles: int = 1000, seed: int = 0, key=
         raise ValueError(f"num_particles must be at least 2 (for a standard error), got {num_particles}")
     x = jnp.asarray(validate_binary(x, width=params.architecture.visible_size, name="data"))
     key = random.PRNGKey(seed) if key is None else key
-    arch = params.architecture
-    params = SBNParams({"sizes": np.asarray(arch.sizes), **{k: params[k] for k in generative_keys(arch)
-                                                             + mean_field_keys(arch)}}, arch.connectivity)
+    params = params.only("mean_field")
     log_w = np.asarray(_mc_log_weights(params, x, key, num_particles), np.float64)
     return log_w.mean(0), log_w.std(0, ddof=1) / np.sqrt(num_particles)
 

@@ -21,7 +21,7 @@ from sbn_ppl.architecture import site_name
 from sbn_ppl.data import validate_binary
 from sbn_ppl.inference.mean_field import MEAN_FIELD_SVI_OPTIONS
 from sbn_ppl.inference.score_function.pyro import NVILBaseline, guide_gradient_moments, with_baselines
-from sbn_ppl.methods import Batch, Method
+from sbn_ppl.methods import Batch, Method, by_chunks
 from sbn_ppl.models import pyro_sbn
 from sbn_ppl.models.local_guides_pyro import local_mean_field_guide
 from sbn_ppl.models.mean_field_local import local_keys, with_local_params
@@ -129,8 +129,7 @@ def bound(state: MethodState, x, num_particles: int = 100, chunk: int = 500):
     if not state.amortised:
         return None
     params = get_params(state)
-    return np.concatenate([mc_elbo(params, x[s:s + chunk], num_particles, seed=state.seed + 1 + i)[0]
-                           for i, s in enumerate(range(0, len(x), chunk))])
+    return by_chunks(lambda i, rows: mc_elbo(params, rows, num_particles, seed=state.seed + 1 + i)[0], x, chunk)
 
 
 def method() -> Method:

@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import lax, random
 
@@ -129,8 +128,7 @@ def step(key, state: NealState, batch: Batch):
 def get_params(state: NealState) -> SBNParams:
     """The current generative parameters (Gibbs trains no guide)."""
     arch = state.config.value.arch
-    return SBNParams({"sizes": np.asarray(arch.sizes),
-                      **{k: np.asarray(v) for k, v in state.params.items() if k != "sizes"}}, arch.connectivity)
+    return SBNParams.from_arrays(arch, {k: v for k, v in state.params.items() if k != "sizes"})
 
 
 def method() -> Method:

@@ -36,7 +36,7 @@ from jax.lax import stop_gradient
 from sbn_ppl.architecture import Architecture
 from sbn_ppl.data import validate_binary
 from sbn_ppl.inference.nvil import BOUND_SAMPLES, NVIL_OPTIONS, SignalTerms, baseline_init, signal_terms
-from sbn_ppl.methods import Batch, Method, Static
+from sbn_ppl.methods import Batch, Method, Static, by_chunks
 from sbn_ppl.models.numpyro_sbn import bernoulli_log_prob, preactivation, recognition_logits
 from sbn_ppl.optimizers import optax_optimizer
 from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
@@ -230,9 +230,7 @@ def init_state(key, params: SBNParams, options: dict, train=None) -> MethodState
     if train is not None:
         validate_binary(np.asarray(train), width=arch.visible_size, name="training data")
     key_guide, key_psi, key_bound = jax.random.split(key, 3)
-    if not params.has_guide("recognition"):
-        fresh = SBNParams.init(arch, int(jax.random.randint(key_guide, (), 0, 2**31 - 1)), guide=("recognition",))
-        params = params.replace(**{name: fresh[name] for name in recognition_keys(arch)})
+    params = params.with_guide("recognition", int(jax.random.randint(key_guide, (), 0, 2**31 - 1)))
     local = options["local_signals"]
     terms = signal_terms(arch, local)
     psi = baseline_init(arch, options["baseline_hidden"], int(jax.random.randint(key_psi, (), 0, 2**31 - 1)), local)
@@ -252,8 +250,7 @@ def step(key, state: MethodState, batch: Batch):
 def get_params(state: MethodState) -> SBNParams:
     """Theta and phi (the recognition network; neither the baseline nets nor another guide)."""
     arch = state.config.value.arch
-    return SBNParams({"sizes": np.asarray(arch.sizes), **{k: np.asarray(v) for k, v in state.nvil.params.items()}},
-                     arch.connectivity)
+    return SBNParams.from_arrays(arch, state.nvil.params)
 
 
 _jitted_elbo = jax.jit(elbo_estimate, static_argnames=("arch", "num_samples"))
@@ -265,10 +262,8 @@ def bound(state: MethodState, x, chunk: int = 1000) -> np.ndarray:
     estimate is unbiased for the ELBO that NVIL maximises, not an IWAE bound."""
     c = state.config.value
     x = validate_binary(x, width=c.arch.visible_size, name="data")
-    out = [np.asarray(_jitted_elbo(jax.random.fold_in(state.bound_key, i), c.arch, state.nvil.params,
-                                   jnp.asarray(x[s:s + chunk])))
-           for i, s in enumerate(range(0, len(x), chunk))]
-    return np.concatenate(out).astype(np.float64)
+    return by_chunks(lambda i, rows: _jitted_elbo(jax.random.fold_in(state.bound_key, i), c.arch, state.nvil.params,
+                                                  jnp.asarray(rows)), x, chunk)
 
 
 def nvil_method() -> Method:

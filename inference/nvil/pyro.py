@@ -361,11 +361,9 @@ def init_state(seed: int, params: SBNParams, options: dict, train) -> PyroNVILSt
     arch = params.architecture
     x = torch.as_tensor(validate_binary(train, width=arch.visible_size, name="training data"),
                         dtype=torch.get_default_dtype())
-    if not params.has_guide("recognition"):
-        fresh = SBNParams.init(arch, int(seed), guide=("recognition",))
-        params = params.replace(**{name: fresh[name] for name in recognition_keys(arch)})
+    params = params.with_guide("recognition", int(seed))
     keys = generative_keys(arch) + recognition_keys(arch)
-    like = SBNParams({"sizes": np.asarray(arch.sizes), **{k: params[k] for k in keys}}, arch.connectivity)
+    like = params.only("recognition")
     net = LayerBaselines(arch, options["baseline_hidden"], int(seed), options["local_signals"])
     pyro.module("nvil_baseline", net)
     # copies (torch.tensor): the optimiser updates the store in place, never the caller's arrays

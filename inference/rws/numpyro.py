@@ -29,7 +29,7 @@ import optax
 from sbn_ppl.architecture import Architecture
 from sbn_ppl.data import validate_binary
 from sbn_ppl.inference.rws import RWS_OPTIONS, WAKE_SLEEP_OPTIONS
-from sbn_ppl.methods import Batch, Method, Static
+from sbn_ppl.methods import Batch, Method, Static, by_chunks
 from sbn_ppl.optimizers import optax_optimizer
 from sbn_ppl.models.numpyro_sbn import bernoulli_log_prob, log_joint, preactivation, recognition_logits
 from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
@@ -193,9 +193,7 @@ def init_state(key, params: SBNParams, options: dict, train=None, *, k: int, ins
     arch = params.architecture
     if train is not None:
         validate_binary(np.asarray(train), width=arch.visible_size, name="training data")
-    if not params.has_guide("recognition"):
-        fresh = SBNParams.init(arch, int(jax.random.randint(key, (), 0, 2**31 - 1)), guide=("recognition",))
-        params = params.replace(**{name: fresh[name] for name in recognition_keys(arch)})
+    params = params.with_guide("recognition", int(jax.random.randint(key, (), 0, 2**31 - 1)))
     optimizer = optax_optimizer(options["optimizer"], options["lr"])
     config = Config(arch, optimizer, int(k), float(insomnia), num_sleep_particles)
     return MethodState(init(params, optimizer), jax.random.fold_in(key, 1), Static(config))
@@ -211,8 +209,7 @@ def step(key, state: MethodState, batch: Batch):
 
 def get_params(state: MethodState) -> SBNParams:
     arch = state.config.value.arch
-    return SBNParams({"sizes": np.asarray(arch.sizes), **{k: np.asarray(v) for k, v in state.rws.params.items()}},
-                     arch.connectivity)
+    return SBNParams.from_arrays(arch, state.rws.params)
 
 
 _jitted_bound = jax.jit(iwae_bound, static_argnames=("arch", "k"))
@@ -222,10 +219,8 @@ def bound(state: MethodState, x, chunk: int = 1000) -> np.ndarray:
     """Per-data-point IWAE bound ``log (1/K) sum_k w_nk`` with the method's K (seeded)."""
     c = state.config.value
     x = validate_binary(x, width=c.arch.visible_size, name="data")
-    out = [np.asarray(_jitted_bound(jax.random.fold_in(state.bound_key, i), c.arch, state.rws.params,
-                                    jnp.asarray(x[s:s + chunk]), c.k))
-           for i, s in enumerate(range(0, len(x), chunk))]
-    return np.concatenate(out).astype(np.float64)
+    return by_chunks(lambda i, rows: _jitted_bound(jax.random.fold_in(state.bound_key, i), c.arch, state.rws.params,
+                                                   jnp.asarray(rows), c.k), x, chunk)
 
 
 def rws_method() -> Method:

@@ -304,13 +304,10 @@ def init_state(objective, seed: int, params: SBNParams, options: dict, train, *,
     arch = params.architecture
     x = torch.as_tensor(validate_binary(train, width=arch.visible_size, name="training data"),
                         dtype=torch.get_default_dtype())
-    if not params.has_guide("recognition"):
-        fresh = SBNParams.init(arch, int(seed), guide=("recognition",))
-        params = params.replace(**{name: fresh[name] for name in recognition_keys(arch)})
+    params = params.with_guide("recognition", int(seed))
     theta_keys, phi_keys = generative_keys(arch), recognition_keys(arch)
     # the generative and the trained guide's arrays only: no other guide's keys (issue 14)
-    like = SBNParams({"sizes": np.asarray(arch.sizes), **{name: params[name] for name in theta_keys + phi_keys}},
-                     arch.connectivity)
+    like = params.only("recognition")
 
     def unconstrained(names):
         # copies (torch.tensor): the optimisers update the store in place, never the caller's arrays

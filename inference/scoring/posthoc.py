@@ -147,6 +147,4 @@ def fit_posthoc_guide(params: SBNParams, train, *, steps: int = POSTHOC_STEPS, k
     metrics = {name: float(np.mean(v)) for name, v in last.items()}
     metrics["steps"] = int(steps)
     fitted = {name: np.asarray(v) for name, v in state.phi.items()}
-    arrays = {"sizes": np.asarray(arch.sizes), **{name: np.asarray(params[name]) for name in generative_keys(arch)},
-              **fitted}
-    return SBNParams(arrays, arch.connectivity), metrics
+    return params.only().replace(**fitted), metrics

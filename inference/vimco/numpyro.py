@@ -32,7 +32,7 @@ import optax
 from sbn_ppl.architecture import Architecture
 from sbn_ppl.data import validate_binary
 from sbn_ppl.inference.vimco import VIMCO_OPTIONS
-from sbn_ppl.methods import Batch, Method, Static
+from sbn_ppl.methods import Batch, Method, Static, by_chunks
 from sbn_ppl.models.numpyro_sbn import bernoulli_log_prob, log_joint, recognition_logits
 from sbn_ppl.optimizers import optax_optimizer
 from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
@@ -194,9 +194,7 @@ def init_state(key, params: SBNParams, options: dict, train=None) -> MethodState
     initialisation if ``params`` has none) and the checked ``options`` (``lr``,
     ``optimizer``, ``k``)."""
     arch = params.architecture
-    if not params.has_guide("recognition"):
-        fresh = SBNParams.init(arch, int(jax.random.randint(key, (), 0, 2**31 - 1)), guide=("recognition",))
-        params = params.replace(**{name: fresh[name] for name in recognition_keys(arch)})
+    params = params.with_guide("recognition", int(jax.random.randint(key, (), 0, 2**31 - 1)))
     optimizer = optax_optimizer(options["optimizer"], options["lr"])
     config = Config(arch, optimizer, int(options["k"]))
     return MethodState(init(params, optimizer), jax.random.fold_in(key, 1), Static(config))
@@ -212,8 +210,7 @@ def step(key, state: MethodState, batch: Batch):
 def get_params(state: MethodState) -> SBNParams:
     """The generative and recognition arrays (no other guide's)."""
     arch = state.config.value.arch
-    return SBNParams({"sizes": np.asarray(arch.sizes), **{n: np.asarray(v) for n, v in state.vimco.params.items()}},
-                     arch.connectivity)
+    return SBNParams.from_arrays(arch, state.vimco.params)
 
 
 _jitted_bound = jax.jit(bound_per_point, static_argnames=("arch", "k"))
@@ -223,10 +220,8 @@ def bound(state: MethodState, x, chunk: int = 1000) -> np.ndarray:
     """Per-data-point K-sample bound ``L_n`` with the method's K (seeded by the state)."""
     c = state.config.value
     x = validate_binary(x, width=c.arch.visible_size, name="data")
-    out = [np.asarray(_jitted_bound(jax.random.fold_in(state.bound_key, i), c.arch, state.vimco.params,
-                                    jnp.asarray(x[s:s + chunk]), c.k))
-           for i, s in enumerate(range(0, len(x), chunk))]
-    return np.concatenate(out).astype(np.float64)
+    return by_chunks(lambda i, rows: _jitted_bound(jax.random.fold_in(state.bound_key, i), c.arch,
+                                                   state.vimco.params, jnp.asarray(rows), c.k), x, chunk)
 
 
 def vimco_method() -> Method:

@@ -25,7 +25,7 @@ and the RNG).
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pyro
@@ -202,11 +202,8 @@ def init_state(seed: int, params: SBNParams, options: dict, train) -> PyroVIMCOS
     """The trained parameters in the (runner's) param store, a recognition network at its
     default initialisation if ``params`` has none, and the checked ``options``."""
     arch = params.architecture
-    if not params.has_guide("recognition"):
-        fresh = SBNParams.init(arch, int(seed), guide=("recognition",))
-        params = params.replace(**{name: fresh[name] for name in recognition_keys(arch)})
-    params = SBNParams({"sizes": np.asarray(arch.sizes),
-                        **{k: params[k] for k in generative_keys(arch) + recognition_keys(arch)}}, arch.connectivity)
+    params = params.with_guide("recognition", int(seed))
+    params = params.only("recognition")
     # copies (torch.tensor): the optimiser updates the store in place, never the caller's arrays
     trained = [pyro.param(k, torch.tensor(np.asarray(params[k]), dtype=torch.get_default_dtype())).unconstrained()
                for k in generative_keys(arch) + recognition_keys(arch)]

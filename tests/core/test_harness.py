@@ -162,8 +162,10 @@ def test_results_files_hold_the_records(runs):
         (r["method"], r["test_log_likelihood"]) for r in runs.full]
     with open(os.path.join(runs.full_dir, "learning_curves.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    table = [line for line in harness.reporting.markdown_table(runs.full).splitlines() if line.startswith("| ")]
+    lines = harness.reporting.markdown_table(runs.full).splitlines()
+    table = [line for line in lines if line.startswith("|")]  # header, rule, one row per method
     assert len(table) == 2 + len(runs.full) and table[0].startswith("| method | backend | steps")
+    assert set(table[1]) == {"|", "-"}
 
 
 def test_same_seed_gives_the_same_records(runs):
