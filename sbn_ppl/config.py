@@ -16,6 +16,7 @@ from typing import Any, Mapping
 DEFAULT_HIDDEN = (12, 6)  # 64-12-6 on digits: 18 hidden units, so the test log-likelihood is exact
 DEFAULT_SECONDS = 20.0  # training seconds per method when no budget is given (compilation included)
 ESTIMATORS = ("auto", "exact", "ais", "is")
+SELECTIONS = ("last", "best")
 
 # The yardstick's options were renamed so they no longer collide with method options.
 RENAMED = {
@@ -55,11 +56,20 @@ class CompareConfig:
     checkpoints: int = _f(8, "learning-curve points per method", (int,))
     curve_points: int | None = _f(100, "points scored at each checkpoint: a fixed seeded random subset of the "
                                        "validation split (else the test split)", (int,))
+    test_points: int | None = _f(None, "score the test log-likelihood on a seeded random subset of N test points "
+                                       "(default: the whole test split, as the papers report)", (int,))
     train_points: int | None = _f(None, "score the train log-likelihood on a seeded random subset of N (default: "
                                         "all when exact, else as many as there are test points)", (int,))
+    select: str = _f("last", "the parameters scored: last (the end of training) or best (the checkpoint with the best "
+                             "learning-curve score on the validation subset: early stopping)", (str,),
+                     choices=SELECTIONS)
+    patience: int | None = _f(None, "stop a method after this many scored checkpoints without a better learning-curve "
+                                    "score on the validation subset (default: never)", (int,))
     estimator: str = _f("auto", "auto (default): exact when at most 20 hidden units, else AIS", (str,),
                         choices=ESTIMATORS)
     is_particles: int = _f(1000, "importance samples per data point with a method's guide", (int,))
+    curve_particles: int | None = _f(None, "is: importance samples per point on the learning curve (default: "
+                                           "is-particles; fewer make frequent checkpoints affordable)", (int,))
     ais_temperatures: int | None = _f(None, "AIS: number of intermediate temperatures", (int,))
     ais_chains: int | None = _f(None, "AIS: independent annealing runs per data point", (int,))
     posthoc_steps: int = _f(10_000, "estimator is: steps of the recognition network fitted post hoc to each frozen "

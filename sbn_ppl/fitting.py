@@ -83,8 +83,8 @@ def fit(
 
     Every ``checkpoint_every`` steps (or, with ``checkpoint_seconds``, about every that many
     seconds of training) it records the mean ``info`` of the steps since the last record,
-    adds whatever ``on_checkpoint(params, record)`` returns, and with ``out`` writes a whole
-    checkpoint (:class:`~sbn_ppl.rundir.RunDir`). ``on_finish(runner)`` is called once at
+    adds whatever ``on_checkpoint(params, record)`` returns (a ``"stop": True`` in it ends
+    training there: early stopping), and with ``out`` writes a whole checkpoint (:class:`~sbn_ppl.rundir.RunDir`). ``on_finish(runner)`` is called once at
     the end (``runner.bound(x)`` gives the method's own bound). Raises
     :class:`TrainingDiverged` (keeping the last finite checkpoint) when the objective or the
     parameters stop being finite or exceed ``DIVERGED_MAGNITUDE``.
@@ -158,14 +158,19 @@ def _train(method, params, train, opts, seed, batch_size, header, max_steps, sec
             _check_finite(info, current, done, last_good, rundir, header, metrics)
             last_good = current
             record = {"step": done, "epoch": done / per_epoch, "seconds": elapsed, **info}
+            stop = False
             if on_checkpoint is not None:
                 record.update(on_checkpoint(current, record) or {})
+                stop = bool(record.pop("stop", False))
             metrics.append(record)
             if rundir is not None:
                 rundir.write(current, {**header, "step": done, "seconds": elapsed, "finished": False,
                                        "curve": metrics}, runner.state_arrays())
             bar.update(chunk)
             bar.set_postfix(objective=f"{record['objective']:.3f}")
+            if stop:
+                _say(progress, f"{method.name} ({method.backend}): stopped early at step {done} (on_checkpoint asked)")
+                break
     except KeyboardInterrupt:
         bar.close()
         if rundir is not None and metrics:

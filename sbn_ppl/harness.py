@@ -147,9 +147,16 @@ class _Comparison:
         _check_count("batch_size", config.batch_size)
         _check_count("curve_points", config.curve_points, none_ok=True)
         _check_count("train_points", config.train_points, none_ok=True)
+        _check_count("patience", config.patience, none_ok=True)
+        if (config.select == "best" or config.patience is not None) and self.dataset.valid is None:
+            raise ValueError(f"select='best' and patience choose by the validation split, and {config.data!r} has "
+                             "none; give a data set with one (e.g. binarized-mnist) or use select='last'")
         self.seeds = _seeds(config)
         self.yardstick = Yardstick.resolve(config.estimator, self.arch, config.is_particles,
                                            config.ais_temperatures, config.ais_chains, config.seed)
+        _check_count("curve_particles", config.curve_particles, none_ok=True)
+        self.curve_yardstick = dataclasses.replace(self.yardstick,
+                                                   is_particles=config.curve_particles or self.yardstick.is_particles)
         self.planned = plan(objects or config.methods, config.backend)
         options = dict(config.options)
         if config.lr is not None:
@@ -159,9 +166,12 @@ class _Comparison:
         self.curve_split_name = "valid" if self.dataset.valid is not None else "test"
         self.curve_x = (random_subset(curve_split, config.curve_points, CURVE_SUBSET_SEED)
                         if config.curve_points else curve_split)
+        _check_count("test_points", config.test_points, none_ok=True)
+        self.test_x = (random_subset(self.dataset.test, config.test_points, CURVE_SUBSET_SEED)
+                       if config.test_points else self.dataset.test)
         train_points = config.train_points
         if train_points is None and self.yardstick.estimator != "exact":
-            train_points = len(self.dataset.test)  # sampling estimators on every training point: minutes a method
+            train_points = len(self.test_x)  # sampling estimators on every training point: minutes a method
         self.train_x = (random_subset(self.dataset.train, train_points, CURVE_SUBSET_SEED)
                         if train_points else self.dataset.train)
         self.out = config.out
@@ -174,6 +184,7 @@ class _Comparison:
             "arch": "-".join(map(str, self.arch.sizes)), "connectivity": self.arch.connectivity,
             "methods": [m.label for m in self.planned], "seeds": self.seeds,
             "train_size": len(self.dataset.train), "test_size": len(self.dataset.test),
+            "test_points_used": len(self.test_x),
             "curve_split": self.curve_split_name, "curve_points_used": len(self.curve_x),
             "train_points_used": len(self.train_x), "estimator": self.yardstick.estimator,
             "seconds": self.budget.seconds,
@@ -229,37 +240,54 @@ class _Comparison:
         finished: dict[str, Any] = {}
         scored = [0.0]  # training seconds at the last scored checkpoint
         budget, yardstick = self.budget, dataclasses.replace(self.yardstick, seed=seed)
+        curve_yardstick = dataclasses.replace(self.curve_yardstick, seed=seed)
+        best = _Best(self.c.patience)  # the best curve point so far: early stopping and select="best"
+
+        def curve_point(params, step: int) -> dict:
+            ll = curve_yardstick.log_likelihood(params, self.curve_x, m.guide)
+            if ll is None:
+                return {}
+            stop = best.offer(ll.mean, params, step)
+            return {"test_log_likelihood": ll.mean, "test_stderr": ll.mean_stderr, **({"stop": True} if stop else {})}
 
         def on_checkpoint(params, rec):
-            if rec is not None and not budget.scores_at(rec, scored[0]):
+            if not budget.scores_at(rec, scored[0]):
                 return {}
-            scored[0] = rec["seconds"] if rec is not None else 0.0
-            ll = yardstick.log_likelihood(params, self.curve_x, m.guide)
-            return {} if ll is None else {"test_log_likelihood": ll.mean, "test_stderr": ll.mean_stderr}
+            scored[0] = rec["seconds"]
+            return curve_point(params, rec["step"])
 
         def on_finish(runner):
             with _one_blas_thread():
-                value = runner.bound(self.dataset.test)
+                value = runner.bound(self.test_x)
             if value is not None:
                 finished["bound"] = float(np.mean(np.asarray(value, dtype=np.float64)))
 
         method_dir = self._method_dir(m, seed)
         try:
-            start = {"step": 0, "epoch": 0.0, "seconds": 0.0, **on_checkpoint(params0, None)}
+            start = {"step": 0, "epoch": 0.0, "seconds": 0.0, **curve_point(params0, 0)}
+            start.pop("stop", None)
             result = fit(m, params0, self.dataset.train, seed=seed, options=opts, out=method_dir,
                          overwrite=True, batch_size=self.c.batch_size, progress=self.c.progress,
                          on_checkpoint=on_checkpoint, on_finish=on_finish,
                          **budget.fit_arguments(len(self.dataset.train), self.c.batch_size))
             last = result.metrics[-1]
             if "test_log_likelihood" not in last:  # the curve always ends with a scored point
-                last.update(on_checkpoint(result.params, None) or {})
+                last.update({k: v for k, v in curve_point(result.params, int(last["step"])).items() if k != "stop"})
             record.update(steps=int(last["step"]), epochs=last["epoch"], seconds=last["seconds"],
                           steps_per_second=last["step"] / last["seconds"] if last["seconds"] > 0 else None,
                           objective=last.get("objective"))
-            record.update(_final_scores(m, result.params, self.dataset.test, self.train_x, yardstick,
-                                        self._posthoc(result.params, seed)))
-            record.update(bound=finished.get("bound"),
-                          params=os.path.join(method_dir, "params.npz") if method_dir else None,
+            chosen = result.params
+            if self.c.select == "best" and best.params is not None:
+                chosen = best.params
+            record.update(selected_step=best.step if self.c.select == "best" and best.params is not None
+                          else int(last["step"]))
+            record.update(_final_scores(m, chosen, self.test_x, self.train_x, yardstick,
+                                        self._posthoc(chosen, seed)))
+            saved = os.path.join(method_dir, "params.npz") if method_dir else None
+            if saved and chosen is not result.params:  # select="best": the scored parameters beside the last
+                saved = os.path.join(method_dir, "selected_params.npz")
+                chosen.save(saved)
+            record.update(bound=finished.get("bound"), params=saved,
                           curve=[start] + result.metrics, error=None)
         except Exception as e:  # noqa: BLE001 - one method failing must not lose the others' results
             record.update({k: None for k in reporting.CSV_FIELDS if k not in record}, curve=[],
@@ -339,6 +367,23 @@ def initial_params(arch: Architecture, train: np.ndarray, seed: int, data_bias: 
 
 
 # -- one method -------------------------------------------------------------------------------
+class _Best:
+    """The best learning-curve point so far (its score, step and parameters), and early
+    stopping: ``offer`` says stop once ``patience`` scored points in a row were no better."""
+
+    def __init__(self, patience: int | None):
+        self.patience, self.value, self.step, self.params, self.worse = patience, -math.inf, None, None, 0
+
+    def offer(self, value: float, params: SBNParams, step: int) -> bool:
+        if value > self.value:
+            copied = {k: np.array(params[k]) for k in params if k != "sizes"}  # torch may update arrays in place
+            self.value, self.step, self.worse = value, int(step), 0
+            self.params = SBNParams.from_arrays(params.architecture, copied)
+        else:
+            self.worse += 1
+        return self.patience is not None and self.worse >= self.patience
+
+
 @dataclass(frozen=True)
 class _Budget:
     steps: int | None

@@ -105,7 +105,9 @@ OPTIMIZER_NAMES = ("adam", "sgd", "rmsprop")
 LR = Option("lr", 0.003, positive_float, "learning rate of the optimiser")
 OPTIMIZER = Option("optimizer", "adam", optimizer_spec, f"optimiser: {', '.join(OPTIMIZER_NAMES)}")
 BATCH_K = Option("k", 5, positive_int, "particles K per data point")  # used in the doctest above
-TRAINING = (LR, OPTIMIZER)
+LR_HALF_LIFE = Option("lr_half_life", None, optional_positive_int,
+                      "steps over which the learning rate halves (exponential decay; default: constant)")
+TRAINING = (LR, OPTIMIZER, LR_HALF_LIFE)
 
 
 PARTICLE_OPTIONS = ("k", "num_particles", "chains", "num_sleep_particles")

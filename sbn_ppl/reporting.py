@@ -29,7 +29,7 @@ from .files import write_atomic, write_json
 # One row of results.csv per (method, backend, seed); results.json also holds "options",
 # "test_pointwise" and "curve".
 CSV_FIELDS = (
-    "method", "backend", "seed", "guide", "steps", "epochs", "seconds", "steps_per_second", "objective",
+    "method", "backend", "seed", "guide", "steps", "epochs", "seconds", "steps_per_second", "objective", "selected_step",
     "test_log_likelihood", "test_stderr", "test_estimator", "test_guide", "test_own_guide_log_likelihood",
     "test_posthoc_log_likelihood", "test_is_log_likelihood", "test_is_stderr",
     "test_is_khat", "test_is_ess", "train_log_likelihood", "bound", "kl_q_p", "warnings", "params", "error",
@@ -362,7 +362,11 @@ def _description(config: Mapping[str, Any], seeds: Sequence[int]) -> str:
         f"{config['epochs']:g} epochs" if config.get("epochs") else "",
         f"{config['seconds']:g} s" if config.get("seconds") else "") if x) or "unknown"
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
-    test = f" on {config['test_size']} test points" if config.get("test_size") else ""
+    used, size = config.get("test_points_used"), config.get("test_size")
+    test = (f" on a seeded random {used} of the {size} test points" if used and size and used < size else
+            f" on {size} test points" if size else "")
+    if config.get("select") == "best":
+        test += "; the parameters scored are each run's checkpoint with the best learning-curve score"
     return (f"{config.get('connectivity', 'layered')} architecture {config.get('arch')}, {seed_text}, a budget of "
             f"{budget} of training per method and seed, mini-batches of {config.get('batch_size')}; test log "
             f"p(x) in nats per data point by the {config.get('estimator')} estimator{test}.")

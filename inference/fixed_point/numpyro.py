@@ -409,7 +409,7 @@ def init_state(key, params: SBNParams, options: dict, train) -> FixedPointState:
     train = validate_binary(np.asarray(train), width=arch.visible_size, name="training data")
     width = sum(arch.hidden_sizes) + sum(arch.sizes) + 1
     check_memory(3.0 * 4 * len(train) * width, f"the mean-field state of {len(train)} training points ({arch})")
-    optimizer = optax_optimizer(options["optimizer"], options["lr"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
     theta = _theta(params)
     config = Config(arch, optimizer, int(options["iterations"]), int(options["bound_sweeps"]))
     return FixedPointState(theta, optimizer.init(theta), pack(initial_variational(arch, len(train))),

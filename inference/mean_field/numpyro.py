@@ -118,7 +118,7 @@ def init_state(key, params: SBNParams, options: dict, train) -> MethodState:
     like = SBNParams({"sizes": np.asarray(arch.sizes), **{k: params[k] for k in generative_keys(arch) + guide_keys}},
                      arch.connectivity)
     keys = tuple(k for k in like if k != "sizes")  # in the pytree's leaf order
-    svi = _svi(arch, amortised, options["baseline"], optax_optimizer(options["optimizer"], options["lr"]),
+    svi = _svi(arch, amortised, options["baseline"], optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"]),
                options["num_particles"], num_data)
     start = {k: jnp.asarray(params[k]) for k in keys}
     if options["baseline"] == "nvil":

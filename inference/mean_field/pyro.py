@@ -89,7 +89,7 @@ def init_state(seed: int, params: SBNParams, options: dict, train) -> MethodStat
                      arch.connectivity)
     net = NVILBaseline(arch, seed=int(seed)) if options["baseline"] == "nvil" else None
     guide = with_baselines(guide, options["baseline"], net)
-    optim = pyro_optimizer(options["optimizer"], options["lr"])
+    optim = pyro_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
     if options["jit"]:  # the same estimator, traced by torch.jit: tensors only as arguments
         def model_fn(x, index):
             return batch_model(like, x, index=index, num_data=num_data)

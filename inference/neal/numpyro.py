@@ -99,7 +99,7 @@ def init_state(key, params: SBNParams, options: dict, train) -> NealState:
     ``train`` is checked (binary, no NaN, the model's width) as by :func:`gibbs_jax.init`."""
     theta = jax.tree_util.tree_map(jnp.asarray, params.generative())
     hidden = gibbs_jax.init(key, theta, train, num_chains=options["chains"]).hidden
-    optimizer = optax_optimizer(options["optimizer"], options["lr"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
     config = Config(params.architecture, optimizer, int(options["sweeps"]))
     return NealState(theta, optimizer.init(theta), tuple(h.astype(bool) for h in hidden), Static(config))
 

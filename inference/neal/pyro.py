@@ -67,7 +67,7 @@ def init_state(key: int, params: SBNParams, options: dict, train) -> NealState:
     p = gibbs_torch.TorchParams(arch, theta)
     generator = torch.Generator().manual_seed(int(key))
     hidden = gibbs_torch.init(generator, p, torch.as_tensor(train), num_chains=options["chains"]).hidden
-    optimizer = torch_optimizer(options["optimizer"], options["lr"])(list(theta.values()))
+    optimizer = torch_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])(list(theta.values()))
     return NealState(p, optimizer, tuple(h.bool() for h in hidden), int(options["sweeps"]))
 
 

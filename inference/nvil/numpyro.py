@@ -234,7 +234,7 @@ def init_state(key, params: SBNParams, options: dict, train=None) -> MethodState
     local = options["local_signals"]
     terms = signal_terms(arch, local)
     psi = baseline_init(arch, options["baseline_hidden"], int(jax.random.randint(key_psi, (), 0, 2**31 - 1)), local)
-    optimizer = optax_optimizer(options["optimizer"], options["lr"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
     config = Config(arch, optimizer, terms, float(options["signal_decay"]), bool(options["variance_normalisation"]))
     return MethodState(init(params, psi, optimizer, len(terms.model)), key_bound, Static(config))
 

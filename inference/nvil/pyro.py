@@ -368,7 +368,7 @@ def init_state(seed: int, params: SBNParams, options: dict, train) -> PyroNVILSt
     pyro.module("nvil_baseline", net)
     # copies (torch.tensor): the optimiser updates the store in place, never the caller's arrays
     trained = [pyro.param(k, torch.tensor(like[k], dtype=torch.get_default_dtype())).unconstrained() for k in keys]
-    optimizer = torch_optimizer(options["optimizer"], options["lr"])(trained + list(net.parameters()))
+    optimizer = torch_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])(trained + list(net.parameters()))
     objective = NVIL(options["local_signals"], options["variance_normalisation"], options["signal_decay"],
                      max_plate_nesting=1, signal_sites=signal_sites(arch))
     per_point = 1.0 / len(x)  # the batch's terms carry N / B (the data plate): 1 / N makes them a mean per point

@@ -194,7 +194,7 @@ def init_state(key, params: SBNParams, options: dict, train=None, *, k: int, ins
     if train is not None:
         validate_binary(np.asarray(train), width=arch.visible_size, name="training data")
     params = params.with_guide("recognition", int(jax.random.randint(key, (), 0, 2**31 - 1)))
-    optimizer = optax_optimizer(options["optimizer"], options["lr"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
     config = Config(arch, optimizer, int(k), float(insomnia), num_sleep_particles)
     return MethodState(init(params, optimizer), jax.random.fold_in(key, 1), Static(config))
 

@@ -314,7 +314,7 @@ def init_state(objective, seed: int, params: SBNParams, options: dict, train, *,
         return [pyro.param(name, torch.tensor(like[name], dtype=torch.get_default_dtype())).unconstrained()
                 for name in names]
 
-    make = torch_optimizer(options["optimizer"], options["lr"])
+    make = torch_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
     optimizers = (make(unconstrained(theta_keys)), make(unconstrained(phi_keys)))
     model, guide = pyro_sbn.model, pyro_sbn.recognition_guide
     if per_point:  # the batch's terms carry N / B (the data plate): 1 / N makes them a mean per point

@@ -195,7 +195,7 @@ def init_state(key, params: SBNParams, options: dict, train=None) -> MethodState
     ``optimizer``, ``k``)."""
     arch = params.architecture
     params = params.with_guide("recognition", int(jax.random.randint(key, (), 0, 2**31 - 1)))
-    optimizer = optax_optimizer(options["optimizer"], options["lr"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
     config = Config(arch, optimizer, int(options["k"]))
     return MethodState(init(params, optimizer), jax.random.fold_in(key, 1), Static(config))
 

@@ -207,7 +207,7 @@ def init_state(seed: int, params: SBNParams, options: dict, train) -> PyroVIMCOS
     # copies (torch.tensor): the optimiser updates the store in place, never the caller's arrays
     trained = [pyro.param(k, torch.tensor(np.asarray(params[k]), dtype=torch.get_default_dtype())).unconstrained()
                for k in generative_keys(arch) + recognition_keys(arch)]
-    optimizer = torch_optimizer(options["optimizer"], options["lr"])(trained)
+    optimizer = torch_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])(trained)
     objective = VIMCO(num_particles=options["k"], max_plate_nesting=1)
     return PyroVIMCOState(params, torch.as_tensor(train), objective, optimizer, int(seed))
 

@@ -86,6 +86,8 @@ def runs(tmp_path_factory):
     full_dir, stopped_dir = str(tmp_path_factory.mktemp("full")), str(tmp_path_factory.mktemp("stopped"))
     full = compare(DATA, out=full_dir, progress=False, **BUDGET)
 
+    # the stopped-and-resumed run: three of them (a JAX one, a Pyro one), enough to show the resume
+    stop_names = [n for n in ("gibbs", "pyro-rws", "rws") if n in names] or names[:3]
     real_fit, calls = harness.fit, []
 
     def fit_with_ctrl_c(m, *args, **kwargs):  # Ctrl-C at the second method's first checkpoint
@@ -99,14 +101,14 @@ def runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(harness, "fit", fit_with_ctrl_c)
         with pytest.raises(KeyboardInterrupt):
-            compare(DATA, out=stopped_dir, progress=False, **BUDGET)
+            compare(DATA, methods=stop_names, out=stopped_dir, progress=False, **BUDGET)
     with open(os.path.join(stopped_dir, "results.json")) as f:
         after_stop = json.load(f)["records"]
     stopped_calls, calls[:] = list(calls), []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(harness, "fit", lambda m, *a, **k: calls.append(m.name) or real_fit(m, *a, **k))
         resumed = compare(DATA, out=stopped_dir, resume=True, progress=False, **BUDGET)
-    return SimpleNamespace(names=names, full=full, full_dir=full_dir, after_stop=after_stop,
+    return SimpleNamespace(names=names, stop_names=stop_names, full=full, full_dir=full_dir, after_stop=after_stop,
                            stopped_calls=stopped_calls, resumed=resumed, resumed_calls=list(calls))
 
 
@@ -168,9 +170,13 @@ def test_results_files_hold_the_records(runs):
     assert set(table[1]) == {"|", "-"}
 
 
+def _of(records, names):
+    return [r for r in records if r["method"] in names]
+
+
 def test_same_seed_gives_the_same_records(runs):
     # every record of the resumed run was computed afresh, in other runs, with the same seed
-    assert without_times(runs.resumed) == without_times(runs.full)
+    assert without_times(runs.resumed) == without_times(_of(runs.full, runs.stop_names))
     # ... and the seed matters: it draws the initial weights and the method's random numbers
     again = [compare(DATA, methods=[exact_ascent()], seed=s, progress=False, **BUDGET)[0] for s in (0, 0, 1)]
     assert without_times(again[:1]) == without_times(again[1:2])
@@ -178,11 +184,11 @@ def test_same_seed_gives_the_same_records(runs):
 
 
 def test_a_run_stopped_after_the_first_method_resumes_to_the_same_records(runs):
-    assert runs.stopped_calls == runs.names[:2]
-    assert [r["method"] for r in runs.after_stop] == runs.names[:1]  # only what finished was kept
-    assert runs.resumed_calls == runs.names[1:]  # the finished method was not run again
+    assert runs.stopped_calls == runs.stop_names[:2]
+    assert [r["method"] for r in runs.after_stop] == runs.stop_names[:1]  # only what finished was kept
+    assert runs.resumed_calls == runs.stop_names[1:]  # the finished method was not run again
     assert runs.resumed[0] == runs.after_stop[0]
-    assert without_times(runs.resumed) == without_times(runs.full)
+    assert without_times(runs.resumed) == without_times(_of(runs.full, runs.stop_names))
 
 
 def test_resume_refuses_other_settings(runs):
@@ -392,3 +398,73 @@ def test_resuming_after_the_first_method_and_seed_gives_the_same_records(tmp_pat
                  [c.get("test_log_likelihood") for c in r["curve"]]) for r in records]
 
     assert calls == ["a", "b"] and scores(resumed) == scores(full)
+
+
+# -- model selection on the validation split and early stopping ---------------------------------
+def _away_and_back(teacher: SBNParams, best_step: int) -> Method:
+    """A test-only method whose parameters at step ``t`` are the teacher's with every weight
+    moved by ``|t - best_step|``: the validation score rises to step ``best_step`` and then falls."""
+    def at(t):
+        return teacher.replace(**{k: teacher[k] + abs(t - best_step) for k in teacher if k.startswith("W_")})
+
+    def init(key, params, options, train):
+        return SimpleNamespace(t=0)
+
+    def step(key, state, batch):
+        return SimpleNamespace(t=state.t + 1), {"objective": -float(state.t)}
+
+    return Method("away-and-back", "pyro", init, step, lambda s: at(s.t), jit=False)
+
+
+def _with_valid():
+    """The teacher's data with its last 300 training rows (i.i.d. draws like the rest) kept apart
+    as a validation split."""
+    data = load_dataset(DATA)
+    return sbn_ppl.Dataset(data.name, data.train[:-300], data.test, data.teacher, valid=data.train[-300:])
+
+
+def test_select_best_scores_the_best_validation_checkpoint_and_patience_stops(tmp_path):
+    data = _with_valid()
+    (r,) = compare(data, methods=[_away_and_back(data.teacher, best_step=2)], select="best", patience=2,
+                   steps=10, checkpoints=10, out=str(tmp_path), progress=False)
+    assert r["error"] is None
+    assert r["steps"] == 4  # steps 3 and 4 scored worse than step 2: two in a row, so it stopped
+    assert r["selected_step"] == 2
+    exact = float(evaluation.exact_log_likelihood(data.teacher, data.test).mean())
+    assert r["test_log_likelihood"] == pytest.approx(exact, abs=1e-4)  # the teacher's own score, not step 4's
+    curve = [c["test_log_likelihood"] for c in r["curve"]]
+    assert np.argmax(curve) == 2 and len(curve) == 5  # steps 0..4
+    saved = SBNParams.load(r["params"])
+    assert os.path.basename(r["params"]) == "selected_params.npz"
+    for k in data.teacher:
+        np.testing.assert_allclose(saved[k], data.teacher[k], atol=1e-6)
+
+
+def test_select_last_keeps_the_end_of_training():
+    data = _with_valid()
+    (r,) = compare(data, methods=[_away_and_back(data.teacher, best_step=2)], steps=6, checkpoints=6,
+                   progress=False)
+    assert r["steps"] == 6 and r["selected_step"] == 6
+    far = _away_and_back(data.teacher, 2).get_params(SimpleNamespace(t=6))
+    assert r["test_log_likelihood"] == pytest.approx(
+        float(evaluation.exact_log_likelihood(far, data.test).mean()), abs=1e-4)
+
+
+def test_selection_without_a_validation_split_is_refused():
+    for args in ({"select": "best"}, {"patience": 3}):
+        with pytest.raises(ValueError, match="validation split"):
+            compare(DATA, methods=[exact_ascent()], progress=False, **BUDGET, **args)
+    with pytest.raises(ValueError, match="select must be one of"):
+        compare(_with_valid(), methods=[exact_ascent()], select="first", progress=False, **BUDGET)
+
+
+def test_test_points_scores_a_seeded_random_subset(tmp_path):
+    from sbn_ppl.data import random_subset
+
+    (r,) = compare(DATA, methods=[exact_ascent()], test_points=50, out=str(tmp_path), progress=False, **BUDGET)
+    subset = random_subset(load_dataset(DATA).test, 50, harness.CURVE_SUBSET_SEED)
+    assert len(r["test_pointwise"]) == 50
+    exact = evaluation.exact_log_likelihood(SBNParams.load(r["params"]), subset)
+    np.testing.assert_allclose(r["test_pointwise"], exact, atol=1e-4)
+    with open(os.path.join(str(tmp_path), "results.json")) as f:
+        assert json.load(f)["config"]["test_points_used"] == 50
