@@ -19,7 +19,6 @@ rounding (the order of the batch sums changes): see ``docs/multi_device.md``.
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
@@ -87,12 +86,13 @@ def initialize_distributed() -> bool:
 
 
 def process_index() -> int:
-    """This process's index (0 when JAX is not in use or there is one process)."""
-    if "jax" not in sys.modules and not several_processes():
+    """This process's index: 0 in a single-process run; in a multi-process one (the
+    environment says so) JAX's, after :func:`initialize_distributed`."""
+    if not initialize_distributed():
         return 0
     import jax
 
-    return int(jax.process_index()) if _initialized else 0
+    return int(jax.process_index())
 
 
 def is_writer() -> bool:
