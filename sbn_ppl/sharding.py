@@ -43,11 +43,13 @@ def check_devices(devices) -> None:
 
 def several_processes() -> bool:
     """Whether the environment describes a launch of several processes: ours
-    (``SBN_PPL_NUM_PROCESSES`` > 1), Slurm's (``SLURM_NTASKS`` > 1 inside a step), or Open MPI's."""
-    for name in (NUM_PROCESSES_ENV, "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE"):
+    (``SBN_PPL_NUM_PROCESSES`` > 1), an ``srun`` step of several tasks (``SLURM_STEP_NUM_TASKS``
+    > 1; a batch script itself is one process, whatever ``SLURM_NTASKS`` says), or Open MPI's
+    ``mpirun`` (``OMPI_COMM_WORLD_SIZE`` > 1)."""
+    for name in (NUM_PROCESSES_ENV, "SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE"):
         value = os.environ.get(name)
-        if value and value.isdigit() and int(value) > 1:
-            return name != "SLURM_NTASKS" or "SLURM_STEP_ID" in os.environ or "SLURM_JOB_ID" in os.environ
+        if value and value.strip().isdigit() and int(value) > 1:
+            return True
     return False
 
 

@@ -95,7 +95,8 @@ _MULTI = _COMMON + textwrap.dedent("""
 
 def _env(devices: int, **extra) -> dict:
     env = dict(os.environ)
-    env.pop("SLURM_NTASKS", None)
+    for name in ("SBN_PPL_NUM_PROCESSES", "SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE"):
+        env.pop(name, None)
     env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
                PYTHONWARNINGS="ignore", **extra)
     return env
