@@ -102,7 +102,7 @@ def main(argv=None) -> None:
         counts = [c for c in (1, 2, 4, 8, 16) if c <= n and BATCH % c == 0]
     else:
         counts = [1, 2, 4]
-    steps, is_points, is_k = (2, 100, 100) if args.quick else (10, 1000, 1000)
+    steps, is_points, is_k = (1, 100, 100) if args.quick else (10, 1000, 1000)
     print(f"bench_devices: {ARCH}; RWS K={K}, batch {BATCH}; Gibbs batch {BATCH} (1000 chains, 1 sweep); "
           f"IS {is_points} points x K={is_k}; {steps} timed steps after a compiling chunk; seed {args.seed}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores; platform "
