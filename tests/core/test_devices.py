@@ -68,6 +68,13 @@ _SINGLE = _COMMON + textwrap.dedent("""
                            "train_devices": len(r.train.sharding.device_set),
                            "split_leaves": sum(1 for v in leaves if not v.sharding.is_fully_replicated),
                            "state": [np.asarray(v).astype(np.float64).tolist() for v in leaves]}
+        # an exact resume on 4 devices: the saved leaves back onto the mesh, then the same steps
+        again = runner_for(m, initial(m), opts, train, 0, 8, devices=4)
+        rec["resumed"] = again.load_state_arrays(r.state_arrays())
+        rec["resumed_split_leaves"] = sum(1 for v in jax.tree_util.tree_leaves(again.state)
+                                          if not v.sharding.is_fully_replicated)
+        again.run(%(steps)d, %(steps)d), r.run(%(steps)d, %(steps)d)
+        rec["resumed_params"], rec["continued_params"] = arrays(again.params()), arrays(r.params())
         out["methods"][name] = rec
     x = (np.random.default_rng(1).random((8, 16)) < 0.3).astype(np.float32)
     p = SBNParams.init("16-6-3", seed=0, guide=("recognition",))
@@ -137,6 +144,15 @@ def test_a_training_step_does_not_depend_on_the_device_count(single, name):
         assert four["split_leaves"] >= 1
     else:
         assert four["split_leaves"] == 0
+
+
+@pytest.mark.parametrize("name", JAX_METHODS)
+def test_a_resume_on_several_devices_continues_exactly(single, name):
+    rec = single["methods"][name]
+    assert rec["resumed"] is True
+    assert rec["resumed_split_leaves"] == rec["4"]["split_leaves"]  # the state went back onto the mesh as it was
+    assert _max_diff(rec["continued_params"], rec["resumed_params"]) == 0.0  # the same program on the same inputs
+    assert _max_diff(rec["4"]["params"], rec["continued_params"]) > 0  # and it did take further steps
 
 
 @pytest.mark.parametrize("estimator", ["is", "ais"])
