@@ -95,8 +95,13 @@ _MULTI = _COMMON + textwrap.dedent("""
     m = get_method("rws", "numpyro")
     r = fit(m, initial(m), train, steps=%(steps)d, batch_size=8, seed=0, out=sys.argv[1], progress=False,
             checkpoint_every=%(steps)d)
+    from sbn_ppl import score
+
+    x = (np.random.default_rng(1).random((8, 16)) < 0.3).astype(np.float32)
+    p = SBNParams.init("16-6-3", seed=0, guide=("recognition",))
+    scores = {"is": score(p, x, "is", is_particles=50, seed=0).per_point.tolist()}
     print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
-                      "devices": jax.device_count(), "params": arrays(r.params)}))
+                      "devices": jax.device_count(), "params": arrays(r.params), "scores": scores}))
 """) % {"steps": STEPS}
 
 
@@ -215,7 +220,8 @@ def _free_port() -> int:
 
 def test_a_multi_process_run_equals_the_single_process_one(single, tmp_path):
     """2 processes x 2 CPU devices (jax.distributed, Gloo collectives) train RWS for a few
-    steps; the parameters equal the single-process run's, and only process 0 writes."""
+    steps, then score by IS over all four devices; the parameters and the scores
+    equal the single-process one-device run's, and only process 0 writes."""
     port = _free_port()
     out = tmp_path / "run"
     procs = [subprocess.Popen([sys.executable, "-c", _MULTI, str(out)], stdout=subprocess.PIPE,
@@ -238,6 +244,9 @@ def test_a_multi_process_run_equals_the_single_process_one(single, tmp_path):
     reference = single["methods"]["rws"]["1"]["params"]
     for r in results:
         assert _max_diff(reference, r["params"]) < ATOL
+        # IS across the two processes' four devices (AIS is left out: its compilation would
+        # double this test's time, and it shards the same way)
+        np.testing.assert_allclose(r["scores"]["is"], single["is"]["1"], rtol=0, atol=ATOL)
     # process 0 wrote the run folder (one checkpoint); process 1 did not take its lock
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == STEPS and metrics["finished"]
