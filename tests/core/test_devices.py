@@ -119,11 +119,33 @@ def _last_json(text: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def single():
-    proc = subprocess.run([sys.executable, "-c", _SINGLE, ",".join(JAX_METHODS)], env=_env(4),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return _last_json(proc.stdout)
+def runs(tmp_path_factory):
+    """The multi-process pair (started first, so on an idle machine it overlaps the
+    single-process run, which compiles on one core), then the single-process run."""
+    out = tmp_path_factory.mktemp("multi") / "run"
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", _MULTI, str(out)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env=_env(2, SBN_PPL_COORDINATOR=f"127.0.0.1:{port}", SBN_PPL_NUM_PROCESSES="2",
+                                       SBN_PPL_PROCESS_ID=str(i)))
+             for i in range(2)]
+    try:
+        one = subprocess.run([sys.executable, "-c", _SINGLE, ",".join(JAX_METHODS)], env=_env(4),
+                             capture_output=True, text=True, timeout=300)
+        multi = [(p.communicate(timeout=240), p.returncode) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return {"single": (one.returncode, one.stdout, one.stderr),
+            "multi": [(rc, stdout, stderr) for (stdout, stderr), rc in multi], "out": out}
+
+
+@pytest.fixture(scope="module")
+def single(runs):
+    rc, stdout, stderr = runs["single"]
+    assert rc == 0, stderr[-3000:]
+    return _last_json(stdout)
 
 
 def _max_diff(a, b) -> float:
@@ -218,27 +240,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_multi_process_run_equals_the_single_process_one(single, tmp_path):
+def test_a_multi_process_run_equals_the_single_process_one(single, runs):
     """2 processes x 2 CPU devices (jax.distributed, Gloo collectives) train RWS for a few
     steps, then score by IS over all four devices; the parameters and the scores
     equal the single-process one-device run's, and only process 0 writes."""
-    port = _free_port()
-    out = tmp_path / "run"
-    procs = [subprocess.Popen([sys.executable, "-c", _MULTI, str(out)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env=_env(2, SBN_PPL_COORDINATOR=f"127.0.0.1:{port}", SBN_PPL_NUM_PROCESSES="2",
-                                       SBN_PPL_PROCESS_ID=str(i)))
-             for i in range(2)]
     results = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=240)
-            assert p.returncode == 0, stderr[-3000:]
-            results.append(_last_json(stdout))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    for rc, stdout, stderr in runs["multi"]:
+        assert rc == 0, stderr[-3000:]
+        results.append(_last_json(stdout))
+    out = runs["out"]
     assert sorted(r["process"] for r in results) == [0, 1]
     assert all(r["processes"] == 2 and r["devices"] == 4 for r in results)
     reference = single["methods"]["rws"]["1"]["params"]
