@@ -94,7 +94,8 @@ def _cmd_evaluate(args) -> None:
             raise ValueError(f"--limit must be at least 1, got {args.limit}")
         x = random_subset(x, min(args.limit, total), args.seed)
     options = _estimator_options(args, params)
-    result = score(params, x, args.estimator, seed=args.seed, progress=not args.quiet, **options)
+    result = score(params, x, args.estimator, seed=args.seed, progress=not args.quiet, devices=args.devices,
+                   **options)
     out = {
         "log_likelihood": _finite(result.mean),
         "stderr": _finite(result.mean_stderr),
@@ -171,7 +172,7 @@ def _cmd_fit(args) -> None:
     result = fit(method, params, data.train, steps=args.steps, seconds=args.seconds, epochs=args.epochs,
                  batch_size=args.batch_size, seed=args.seed, options=options,
                  checkpoint_every=args.checkpoint_every, out=args.out, overwrite=args.overwrite,
-                 resume=args.resume, progress=not args.quiet)
+                 resume=args.resume, progress=not args.quiet, devices=args.devices)
     last = result.metrics[-1]
     print(json.dumps({"method": result.method, "backend": result.backend, "steps": last["step"],
                       "epochs": last.get("epoch"), "seconds": last["seconds"], "objective": last["objective"],
@@ -328,6 +329,13 @@ def _add_compare_flags(p) -> None:
                            else kind, choices=f.metadata.get("choices"), default=None, help=f.metadata["help"])
 
 
+def _add_devices_flag(p, help_: str) -> None:
+    from .config import CompareConfig
+
+    f = CompareConfig.__dataclass_fields__["devices"]
+    p.add_argument("--devices", type=f.metadata["types"][0], default=None, help=help_)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line on stderr, exit status 2 (argparse's own status)
         self.exit(2, f"sbn-ppl: error: {message}\n")
@@ -361,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ais-chains", type=int, help="ais: independent annealing runs per data point")
     p.add_argument("--limit", type=int, help="score a seeded random subset of N data points")
     p.add_argument("--seed", type=int, default=0)
+    _add_devices_flag(p, "is and ais: JAX devices to split the data points over (default: every device)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_renamed(p, {"--k": "--is-particles", "--temperatures": "--ais-temperatures", "--chains": "--ais-chains"})
     p.set_defaults(func=_cmd_evaluate)
@@ -387,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
     p.add_argument("--option", action="append", metavar="NAME=VALUE", help="a method option by name")
+    _add_devices_flag(p, "NumPyro methods: JAX devices to split each batch over (default: every device; the "
+                         "batch size must divide over them); the Pyro backend runs on one device")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_method_flags(p)
     _add_renamed(p, {"--local": "--no-amortised"})

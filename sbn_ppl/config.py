@@ -78,6 +78,8 @@ class CompareConfig:
     data_bias: bool = _f(True, "start the visible biases at the logit of the training means", (bool,), cli=False)
     options: Mapping[str, Any] = _f({}, "method options: {name: value} for every method that takes it, {method: {name: value}} for one", (dict,), cli=False)
     lr: float | None = _f(None, "learning rate of every method that has one", (int, float))
+    devices: int | None = _f(None, "JAX devices to split the data over (default: every device); NumPyro methods and "
+                                   "the IS/AIS yardstick only, the Pyro backend runs on one", (int,))
     progress: bool = _f(True, "progress bars and messages", (bool,), cli=False)
 
     @classmethod

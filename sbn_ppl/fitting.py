@@ -78,6 +78,7 @@ def fit(
     progress: bool = True,
     on_checkpoint: Callable[[SBNParams, dict], dict | None] | None = None,
     on_finish: Callable[[Any], None] | None = None,
+    devices: int | None = None,
 ) -> FitResult:
     """Fit ``params`` to ``train`` with ``method`` (see the module's docstring for budgets).
 
@@ -88,6 +89,10 @@ def fit(
     the end (``runner.bound(x)`` gives the method's own bound). Raises
     :class:`TrainingDiverged` (keeping the last finite checkpoint) when the objective or the
     parameters stop being finite or exceed ``DIVERGED_MAGNITUDE``.
+
+    ``devices`` (NumPyro backend): split the data axis over this many JAX devices (``None``:
+    every device; ``docs/multi_device.md``); the batch size must divide over them. The Pyro
+    backend runs on one device. In a multi-process run only process 0 writes ``out``.
     """
     if not isinstance(method, Method):
         raise TypeError(f"fit takes a Method (see sbn_ppl.inference.get_method), got {type(method).__name__}")
@@ -107,10 +112,13 @@ def fit(
                  f"one step of {method.name} (batch {batch_size}, options {_plain(opts)})")
     header = {"method": method.name, "backend": method.backend, "seed": int(seed), "options": _plain(opts),
               "batch_size": effective_batch_size(len(train), batch_size), "train_size": len(train)}
-    rundir = RunDir(out, overwrite=overwrite, resume=resume) if out is not None else None
+    from .sharding import check_devices, is_writer
+
+    check_devices(devices)
+    rundir = RunDir(out, overwrite=overwrite, resume=resume) if out is not None and is_writer() else None
     try:
         start, metrics, elapsed, resume_state = 0, [], 0.0, None
-        if rundir is not None and resume:
+        if out is not None and resume:  # every process reads the folder (shared), only process 0 writes it
             previous = read_metrics(out)
             if previous is not None:
                 _check_resumable(out, previous, header)
@@ -123,7 +131,7 @@ def fit(
                 resume_state = read_state(out)
         return _train(method, params, train, opts, seed, batch_size, header, max_steps, seconds, checkpoint_every,
                       checkpoint_seconds, rundir, progress, on_checkpoint, on_finish, start, metrics, elapsed,
-                      resume_state)
+                      resume_state, devices)
     finally:
         if rundir is not None:
             rundir.close()
@@ -131,11 +139,11 @@ def fit(
 
 def _train(method, params, train, opts, seed, batch_size, header, max_steps, seconds, checkpoint_every,
            checkpoint_seconds, rundir, progress, on_checkpoint, on_finish, done, metrics, elapsed,
-           resume_state=None) -> FitResult:
-    runner = runner_for(method, params, opts, train, seed, batch_size)
+           resume_state=None, devices=None) -> FitResult:
+    runner = runner_for(method, params, opts, train, seed, batch_size, devices)
     if done:
         exact = resume_state is not None and runner.load_state_arrays(resume_state)
-        _say(progress, f"{rundir.out}: resuming at step {done}" + (
+        _say(progress and rundir is not None, f"{rundir.out if rundir else ''}: resuming at step {done}" + (
             " with the method's saved state (an exact continuation)" if exact else
             " from the saved parameters (this backend's optimiser and per-data-point state start afresh)"))
     per_epoch = steps_per_epoch(len(train), runner.batch_size)

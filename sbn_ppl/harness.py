@@ -66,6 +66,7 @@ class Yardstick:
     is_particles: int = 1000
     ais_options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
+    devices: int | None = None  # JAX devices the IS and AIS scorers split the points over
 
     @classmethod
     def resolve(cls, estimator: str, arch: Architecture, is_particles: int = 1000,
@@ -93,10 +94,11 @@ class Yardstick:
             if estimator == "exact":
                 return score(params, x, "exact")
             if estimator == "ais":
-                return score(params, x, "ais", seed=self.seed, **self.ais_options)
+                return score(params, x, "ais", seed=self.seed, devices=self.devices, **self.ais_options)
             if guide is None or not params.has_guide(guide):
                 return None
-            return score(params, x, "is", guide=guide, is_particles=self.is_particles, seed=self.seed)
+            return score(params, x, "is", guide=guide, is_particles=self.is_particles, seed=self.seed,
+                         devices=self.devices)
 
 
 def compare(data: str | Dataset | None = None, arch: str | Architecture | None = None, *,
@@ -158,6 +160,7 @@ class _Comparison:
         self.curve_yardstick = dataclasses.replace(self.yardstick,
                                                    is_particles=config.curve_particles or self.yardstick.is_particles)
         self.planned = plan(objects or config.methods, config.backend)
+        self._check_devices(config.devices)
         options = dict(config.options)
         if config.lr is not None:
             options.setdefault("lr", config.lr)
@@ -174,7 +177,18 @@ class _Comparison:
             train_points = len(self.test_x)  # sampling estimators on every training point: minutes a method
         self.train_x = (random_subset(self.dataset.train, train_points, CURVE_SUBSET_SEED)
                         if train_points else self.dataset.train)
-        self.out = config.out
+        self.out = config.out if _is_writer() else None  # a multi-process run: only process 0 writes files
+
+    def _check_devices(self, devices) -> None:
+        """``devices`` checked before any method trains; the yardstick uses them too."""
+        from .sharding import check_devices
+
+        check_devices(devices)
+        pyro = [m.label for m in self.planned if m.backend != "numpyro"]
+        if devices is not None and devices > 1 and pyro:
+            raise ValueError(f"devices={devices}: {', '.join(pyro)} run(s) on one device (the Pyro backend is not "
+                             "sharded); leave devices unset (every device for NumPyro, one for Pyro) or drop them")
+        self.yardstick = dataclasses.replace(self.yardstick, devices=devices)
 
     def settings(self) -> dict:
         """What results.json records (and --resume reads back)."""
@@ -226,6 +240,9 @@ class _Comparison:
         return lambda: posthoc_guide(params, self.dataset.train, steps=self.c.posthoc_steps, seed=seed,
                                      batch_size=self.c.batch_size, progress=self.c.progress)
 
+    def _devices(self, m: Method) -> int | None:
+        return self.c.devices if m.backend == "numpyro" else None  # Pyro: one device
+
     def _method_dir(self, m: Method, seed: int) -> str | None:
         if not self.out:
             return None
@@ -268,7 +285,7 @@ class _Comparison:
             start.pop("stop", None)
             result = fit(m, params0, self.dataset.train, seed=seed, options=opts, out=method_dir,
                          overwrite=True, batch_size=self.c.batch_size, progress=self.c.progress,
-                         on_checkpoint=on_checkpoint, on_finish=on_finish,
+                         on_checkpoint=on_checkpoint, on_finish=on_finish, devices=self._devices(m),
                          **budget.fit_arguments(len(self.dataset.train), self.c.batch_size))
             last = result.metrics[-1]
             if "test_log_likelihood" not in last:  # the curve always ends with a scored point
@@ -559,6 +576,12 @@ def _summary(r: dict) -> str:
     ll = r["test_log_likelihood"]
     shown = "–" if ll is None else f"{ll:.3f}"
     return f"{r['steps']} steps in {r['seconds']:.1f} s; test log p(x) = {shown} ({r['test_estimator']})"
+
+
+def _is_writer() -> bool:
+    from .sharding import is_writer
+
+    return is_writer()
 
 
 def _say(enabled: bool, message: str) -> None:

@@ -22,6 +22,11 @@ A :class:`Method` is a record of pure functions, no subclassing:
 * ``bound(state, x) -> (N,) | None``: optional, the method's own lower bound on
   ``log p(x_n)``; ``None`` where the state has no bound on new data.
 * ``options``: the schema, a tuple of :class:`~sbn_ppl.options.Option`.
+* ``data_axes(state)``: optional (NumPyro backend), for state kept per training case
+  (Neal's persistent chains, local mean-field parameters): a pytree over ``state`` with,
+  at each node, the axis of length ``N_train`` to split over the devices, or ``None``
+  (replicated). Without it every state leaf is replicated (always correct; only memory
+  and speed differ). See :mod:`sbn_ppl.sharding`.
 
 The caller owns the loop: :mod:`sbn_ppl.runner` draws the batches (the same sequence for
 every method, given the seed and the data), the keys, the checkpoints and the budgets.
@@ -73,6 +78,7 @@ class Method:
     options: tuple[Option, ...] = ()
     jit: bool = True
     description: str = ""
+    data_axes: Callable[[Any], Any] | None = None
 
     def __post_init__(self):
         if self.backend not in BACKENDS:

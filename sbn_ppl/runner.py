@@ -18,11 +18,21 @@ computable without drawing the steps before it, so a resumed run continues the s
 
 Both expose ``run(start, count) -> info`` (each ``info`` field averaged over the chunk),
 ``params()`` and ``bound(x)``.
+
+Several devices (:class:`JaxRunner` only, ``devices``: ``None`` every device, ``N`` the
+first N): the data axis is split over a 1-D mesh (:mod:`sbn_ppl.sharding`). The training
+array is split by rows (replicated when N does not divide over the devices), each step's
+batch by rows (the batch size must divide over the devices: a one-line error otherwise),
+the per-training-case state a method declares (``Method.data_axes``) along that axis;
+parameters and optimiser state are replicated, and XLA inserts the gradient all-reduce.
+The scan is one ``jax.jit`` with those in and out shardings. On one device nothing is
+sharded: the code path is the one-device path. The Pyro backend runs on one device.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -62,29 +72,85 @@ def step_seed(seed: int, step: int) -> int:
 
 
 def runner_for(method: Method, params: SBNParams, options: dict, train: np.ndarray, seed: int,
-               batch_size: int):
-    """The backend's runner, with ``method.init`` already called."""
-    cls = JaxRunner if method.backend == "numpyro" else TorchRunner
-    return cls(method, params, options, train, seed, batch_size)
+               batch_size: int, devices: int | None = None):
+    """The backend's runner, with ``method.init`` already called. ``devices``: the JAX
+    runner's device count (``None``: every device); the Pyro backend runs on one device
+    and refuses more."""
+    from .sharding import check_devices
+
+    check_devices(devices)
+    if method.backend == "numpyro":
+        return JaxRunner(method, params, options, train, seed, batch_size, devices=devices)
+    if devices is not None and devices > 1:
+        raise ValueError(f"{method.label} runs on one device (the Pyro backend is not sharded); "
+                         f"devices={devices} needs a NumPyro method")
+    return TorchRunner(method, params, options, train, seed, batch_size)
 
 
 # -- JAX ---------------------------------------------------------------------------------------
 
 class JaxRunner:
     def __init__(self, method: Method, params: SBNParams, options: dict, train: np.ndarray, seed: int,
-                 batch_size: int):
-        import jax
+                 batch_size: int, devices: int | None = None):
+        from . import pytrees, sharding
 
-        from . import pytrees
+        self.mesh = sharding.data_mesh(devices)  # None: one device (first: may start jax.distributed)
+        import jax
 
         pytrees.register()
         self.method, self.seed = method, int(seed)
         self.num_data = len(train)
         self.batch_size = effective_batch_size(self.num_data, batch_size)
-        self.train = jax.numpy.asarray(np.asarray(train, dtype=np.float32))
+        if self.mesh is not None and not method.jit:
+            if devices is not None:
+                raise ValueError(f"{method.label} is not jitted and runs on one device; use devices=1")
+            self.mesh = None  # every device by default: a Python-looped method takes one
+        sharding.check_divides(self.batch_size, self.mesh, "the batch size")
+        host = np.asarray(train, dtype=np.float32)
+        self.train = jax.numpy.asarray(host)
         key_init, self.step_root = jax.random.split(jax.random.PRNGKey(self.seed))
         self.state = method.init(key_init, params, options, self.train)
         self.length = None  # the scan length, fixed after the first chunks
+        self._shardings = None
+        if self.mesh is not None:
+            rep = sharding.replicated(self.mesh)
+            rows = sharding.along(self.mesh, 0, 2) if sharding.splits(self.mesh, host.shape, 0) else rep
+            self._shardings = _Shardings(
+                state=sharding.state_shardings(self.mesh, self.state, method.data_axes, self.num_data),
+                train=rows, replicated=rep, idx=sharding.along(self.mesh, 1, 2),
+                batch_index=sharding.along(self.mesh, 0, 1), batch_x=sharding.along(self.mesh, 0, 2))
+            self.train = sharding.put(host, rows)
+            self.step_root = sharding.put(np.asarray(self.step_root), rep)
+            self.state = self._put_state(self.state)
+
+    @property
+    def num_devices(self) -> int:
+        from .sharding import mesh_size
+
+        return mesh_size(self.mesh)
+
+    def _put_state(self, state):
+        import jax
+
+        from .sharding import put
+
+        leaves, treedef = jax.tree_util.tree_flatten(state)
+        shards = treedef.flatten_up_to(self._shardings.state)
+        return jax.tree_util.tree_unflatten(treedef, [put(v, s) for v, s in zip(leaves, shards)])
+
+    def _host_state(self, replicated_only: bool = False):
+        """The state with its leaves as NumPy (only the replicated ones: no gather), for
+        functions run outside the sharded scan."""
+        import jax
+
+        from .sharding import to_host
+
+        if self.mesh is None:
+            return self.state
+        leaves, treedef = jax.tree_util.tree_flatten(self.state)
+        shards = treedef.flatten_up_to(self._shardings.state)
+        return jax.tree_util.tree_unflatten(treedef, [
+            to_host(v) if not replicated_only or s.is_fully_replicated else v for v, s in zip(leaves, shards)])
 
     def run(self, start: int, count: int) -> dict:
         import jax.numpy as jnp
@@ -98,6 +164,14 @@ class JaxRunner:
         active = np.concatenate([np.ones(count, bool), np.zeros(pad, bool)])
         idx = np.concatenate([idx, np.repeat(idx[-1:], pad, 0)])
         steps = np.concatenate([steps, np.repeat(steps[-1:], pad)])
+        if self.mesh is not None:
+            from .sharding import put, to_host
+
+            sh = self._shardings
+            self.state, infos = _sharded_scan(self.method.step, sh)(
+                self.state, self.train, self.step_root, put(steps, sh.replicated), put(idx, sh.idx),
+                put(active, sh.replicated))
+            return _mean_info({k: to_host(v) for k, v in _as_dict(infos).items()}, count)
         self.state, infos = _scan(self.method.step, self.state, self.train, self.step_root, jnp.asarray(steps),
                                   jnp.asarray(idx), jnp.asarray(active))
         return _mean_info(infos, count)
@@ -117,17 +191,19 @@ class JaxRunner:
         return {k: float(np.mean([float(d[k]) for d in infos])) for k in infos[0]}
 
     def params(self) -> SBNParams:
-        return self.method.get_params(self.state)
+        return self.method.get_params(self._host_state(replicated_only=True))
 
     def bound(self, x):
-        return None if self.method.bound is None else self.method.bound(self.state, x)
+        return None if self.method.bound is None else self.method.bound(self._host_state(), x)
 
     def state_arrays(self) -> dict[str, np.ndarray] | None:
         """The state's leaves (optimiser moments, chains, keys, ...) for an exact resume."""
         import jax
 
+        from .sharding import to_host
+
         leaves = jax.tree_util.tree_leaves(self.state)
-        return {f"leaf_{i}": np.asarray(jax.device_get(v)) for i, v in enumerate(leaves)}
+        return {f"leaf_{i}": to_host(v) for i, v in enumerate(leaves)}
 
     def load_state_arrays(self, arrays: dict) -> bool:
         """Put saved leaves back into a fresh state of the same method and options; ``False``
@@ -140,6 +216,8 @@ class JaxRunner:
             return False
         restored = [jax.numpy.asarray(a, dtype=getattr(v, "dtype", None)) for a, v in zip(saved, leaves)]
         self.state = jax.tree_util.tree_unflatten(treedef, restored)
+        if self.mesh is not None:
+            self.state = self._put_state(self.state)
         return True
 
 
@@ -172,6 +250,53 @@ def _jitted_scan(step):
 
 def _scan(step, state, train, root, steps, idx, active):
     return _jitted_scan(step)(state, train, root, steps, idx, active)
+
+
+class _Shardings(NamedTuple):
+    """The shardings of a sharded run: ``state`` (a pytree like the state), the training
+    array, replicated values, the ``(steps, B)`` batch indices, a batch's indices and rows."""
+
+    state: Any
+    train: Any
+    replicated: Any
+    idx: Any
+    batch_index: Any
+    batch_x: Any
+
+
+_SHARDED: dict = {}
+
+
+def _sharded_scan(step, sh: _Shardings):
+    """The scan of :func:`_jitted_scan` as one ``jax.jit`` with in and out shardings: the
+    state keeps its shardings from chunk to chunk, and each step's batch is pinned to the
+    data axis (``with_sharding_constraint``), so XLA splits the step's work over the devices
+    and reduces the gradient with an all-reduce."""
+    import jax
+    from jax import lax
+
+    leaves, treedef = jax.tree_util.tree_flatten(sh.state)
+    key = (step, treedef, tuple(leaves), sh.train, sh.idx)
+    fn = _SHARDED.get(key)
+    if fn is not None:
+        return fn
+
+    def scan(state, train, root, steps, idx, active):
+        def body(state, xs):
+            s, i, on = xs
+            key = jax.random.fold_in(root, s)
+            i = lax.with_sharding_constraint(i, sh.batch_index)
+            batch = Batch(i, lax.with_sharding_constraint(train[i], sh.batch_x))
+            _, info_shape = jax.eval_shape(step, key, state, batch)
+            zero = jax.tree_util.tree_map(lambda a: jax.numpy.zeros(a.shape, a.dtype), info_shape)
+            return lax.cond(on, lambda st: step(key, st, batch), lambda st: (st, zero), state)
+
+        return lax.scan(body, state, (steps, idx, active))
+
+    rep = sh.replicated
+    fn = jax.jit(scan, in_shardings=(sh.state, sh.train, rep, rep, sh.idx, rep), out_shardings=(sh.state, rep))
+    _SHARDED[key] = fn
+    return fn
 
 
 # -- torch -------------------------------------------------------------------------------------

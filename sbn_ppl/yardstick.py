@@ -42,7 +42,8 @@ __all__ = ["ESTIMATORS", "LogLikelihood", "posthoc_guide", "score", "trained_gui
 
 def score(params: SBNParams, x, estimator: str = "exact", *, guide: str | None = None,
           is_particles: int | None = None, ais_temperatures: int | None = None, ais_chains: int | None = None,
-          ais_betas=None, seed: int = 0, progress: bool = False, **renamed) -> LogLikelihood:
+          ais_betas=None, seed: int = 0, progress: bool = False, devices: int | None = None,
+          **renamed) -> LogLikelihood:
     """Estimate ``log p(x_n)`` for every row of ``x`` with the named estimator.
 
     :param params: the SBN (:class:`~sbn_ppl.SBNParams`); for ``is``, with its guide's ``q_`` keys.
@@ -58,6 +59,9 @@ def score(params: SBNParams, x, estimator: str = "exact", *, guide: str | None =
     :param ais_betas: ``ais`` only: an explicit schedule from 0 to 1 (overrides T).
     :param seed: the estimator's randomness (same seed, same numbers).
     :param progress: show a progress bar with an ETA (``is`` and ``ais``).
+    :param devices: ``is`` and ``ais``: the test points are split over this many JAX devices
+        (``None``: every device; see ``docs/multi_device.md``). ``exact`` runs in float64
+        NumPy on the host and uses no device.
     :returns: :class:`~sbn_ppl.evaluation.LogLikelihood`; for ``is`` also ``ess``,
         ``khat`` and ``warnings`` (read the class's note on what the standard error means).
     """
@@ -66,7 +70,10 @@ def score(params: SBNParams, x, estimator: str = "exact", *, guide: str | None =
         if name in RENAMED:
             raise ValueError(f"score() option {name!r} was renamed: use {RENAMED[name]!r}")
         raise ValueError(f"score() got an unknown option {name!r}; expected guide, is_particles, ais_temperatures, "
-                         f"ais_chains, ais_betas, seed, progress")
+                         f"ais_chains, ais_betas, seed, progress, devices")
+    from .sharding import check_devices
+
+    check_devices(devices)
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
     given = {"guide": guide, "is_particles": is_particles, "ais_temperatures": ais_temperatures,
@@ -82,11 +89,13 @@ def score(params: SBNParams, x, estimator: str = "exact", *, guide: str | None =
         from .inference.scoring.importance import is_log_likelihood
 
         return is_log_likelihood(params, x, guide or trained_guide(params),
-                                 IS_PARTICLES if is_particles is None else is_particles, seed, progress=progress)
+                                 IS_PARTICLES if is_particles is None else is_particles, seed, progress=progress,
+                                 devices=devices)
     from .inference.scoring.ais import ais_log_likelihood
 
     return ais_log_likelihood(params, x, seed, AIS_TEMPERATURES if ais_temperatures is None else ais_temperatures,
-                              AIS_CHAINS if ais_chains is None else ais_chains, ais_betas, progress=progress)
+                              AIS_CHAINS if ais_chains is None else ais_chains, ais_betas, progress=progress,
+                              devices=devices)
 
 
 def trained_guide(params: SBNParams) -> str:

@@ -442,12 +442,18 @@ def bound(state: FixedPointState, x) -> np.ndarray:
     return mean_field_bound(get_params(state), x, state.config.value.bound_sweeps)[0]
 
 
+def data_axes(state: FixedPointState):
+    """Every training point's variational row (axis 0 of ``variational``) is split over the
+    devices; the weights and the optimiser's state are replicated."""
+    return state._replace(theta=None, opt_state=None, variational=0)
+
+
 def method() -> Method:
     """``mean-field-fixed-point`` (Saul, Jaakkola & Jordan 1996), jitted JAX.
 
     ``info``: :class:`FixedPointInfo`. ``bound``: the SJJ bound on new data.
     """
     return Method("mean-field-fixed-point", "numpyro", init_state, step, get_params, guide=None, bound=bound,
-                  options=FIXED_POINT_OPTIONS,
+                  options=FIXED_POINT_OPTIONS, data_axes=data_axes,
                   description="SJJ mean-field bound: layer-parallel damped fixed-point sweeps on (mu, xi), "
                               "gradient steps on the weights (JAX)")

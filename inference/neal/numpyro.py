@@ -131,6 +131,12 @@ def get_params(state: NealState) -> SBNParams:
     return SBNParams.from_arrays(arch, {k: v for k, v in state.params.items() if k != "sizes"})
 
 
+def data_axes(state: NealState):
+    """The persistent chains are kept per training case (axis 1 of ``(chains, N_train, n_l)``):
+    split over the devices; the weights and the optimiser's state are replicated."""
+    return state._replace(params=None, opt_state=None, chains=tuple(1 for _ in state.chains))
+
+
 def method() -> Method:
     """Neal's rule with our incremental Gibbs sweep (JAX), as the ``"gibbs"`` method.
 
@@ -139,6 +145,7 @@ def method() -> Method:
     """
     return Method(
         "gibbs", "numpyro", init_state, step, get_params, guide=None, bound=None, options=GIBBS_OPTIONS,
+        data_axes=data_axes,
         description="Neal (1992): persistent single-unit Gibbs chains (one per training case x chains), "
                     "`sweeps` sweeps of the batch's chains then an optax step up grad log p(x, h). Objective: "
                     "mean log p(x, h) at the chain states. No guide: score with exact or AIS.",

@@ -83,6 +83,7 @@ def ais_log_likelihood(
     betas=None,
     *,
     progress: bool = False,
+    devices: int | None = None,
 ) -> LogLikelihood:
     """AIS estimate of ``log p(x_n)`` for every row of ``x``, with its standard error.
 
@@ -95,6 +96,12 @@ def ais_log_likelihood(
     :param betas: an explicit increasing schedule from 0 to 1 (overrides ``num_temperatures``);
         default :func:`sigmoid_schedule`.
     :param progress: show a progress bar over the data points (with an ETA).
+    :param devices: the points of each chunk are split over this many devices (``None``:
+        every device). The chunk of points annealed at once is ``min(N, 16384 // C)``,
+        rounded up to a multiple of the device count; the draws depend on the chunk's
+        shape, so the estimates equal the one-device ones (to float32 rounding) whenever
+        that rounding changes nothing (e.g. ``N`` or ``16384 // C`` a multiple of the count),
+        and are other draws of the same estimator otherwise.
     :returns: :class:`~sbn_ppl.evaluation.LogLikelihood` (``estimator`` ``"ais(T=..,C=..)"``).
     """
     if betas is None:
@@ -107,10 +114,19 @@ def ais_log_likelihood(
     if int(num_chains) != num_chains or num_chains < 1:
         raise ValueError(f"the number of AIS chains must be a positive integer, got {num_chains}")
     x = validate_binary(x, width=params.architecture.visible_size, name="x").astype(np.float32)
+    from sbn_ppl import sharding
+
+    mesh = sharding.data_mesh(devices)
     theta = jax.tree_util.tree_map(jnp.asarray, params.generative())
     n = x.shape[0]
     chunk = min(n, max(1, _ROWS_PER_CHUNK // int(num_chains)))
+    ndev = sharding.mesh_size(mesh)
+    chunk = -(-chunk // ndev) * ndev
     key, schedule = random.PRNGKey(seed), jnp.asarray(betas, jnp.float32)
+    if mesh is not None:
+        rep = sharding.replicated(mesh)
+        theta = jax.tree_util.tree_map(lambda v: sharding.put(np.asarray(v), rep), theta)
+        schedule = sharding.put(np.asarray(schedule), rep)
     estimates, errors = [], []
     bar = None
     if progress:
@@ -122,8 +138,13 @@ def ais_log_likelihood(
             xb = np.zeros((chunk, x.shape[1]), np.float32)  # the last chunk padded: one compilation
             rows = min(chunk, n - start)
             xb[:rows] = x[start:start + rows]
-            log_w = anneal(random.fold_in(key, i), theta, jnp.asarray(xb), schedule, num_chains=int(num_chains))
-            est, err = log_mean_exp([np.asarray(log_w, dtype=np.float64)[:, :rows]])
+            chunk_key = random.fold_in(key, i)
+            if mesh is None:
+                xb = jnp.asarray(xb)
+            else:  # the chunk's points split over the devices
+                xb, chunk_key = sharding.put(xb, sharding.along(mesh, 0, 2)), sharding.put(np.asarray(chunk_key), rep)
+            log_w = anneal(chunk_key, theta, xb, schedule, num_chains=int(num_chains))
+            est, err = log_mean_exp([sharding.to_host(log_w).astype(np.float64)[:, :rows]])
             estimates.append(est)
             errors.append(err)
             if bar is not None:

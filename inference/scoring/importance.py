@@ -178,27 +178,43 @@ def _chunks(num_points: int, num_particles: int, points_per_batch: int, rows_per
     return b, -(-num_particles // num_chunks)
 
 
-def _weight_chunks(params, x, guide, num_particles, seed, points_per_batch, rows_per_chunk, bar=None):
+def _weight_chunks(params, x, guide, num_particles, seed, points_per_batch, rows_per_chunk, bar=None, devices=None):
     """Yield ``(start, rows, log_w)`` for every data batch and particle chunk, in order:
     ``log_w`` ``(C', rows)`` float32 NumPy, the padding already cut off. One chunk is
-    always in flight while the previous one is read."""
+    always in flight while the previous one is read. With several devices each batch of
+    points is split over them (B rounded up to a multiple of the device count; the draws
+    are counter-based, so the estimates do not change)."""
+    from sbn_ppl import sharding
+
+    mesh = sharding.data_mesh(devices)
     arch = params.architecture
     theta = _guide_arrays(params, guide)
     n = x.shape[0]
     b, c = _chunks(n, num_particles, points_per_batch, rows_per_chunk)
+    ndev = sharding.mesh_size(mesh)
+    b = -(-b // ndev) * ndev
     if (n + b) * arch.num_hidden >= 2**32 or num_particles + c >= 2**32:
         raise ValueError(f"{n} points x {num_particles} particles exceed the random-number counter (2^32 "
                          "points x hidden units); score the points in parts")
     key = random.PRNGKey(seed)
+    if mesh is not None:
+        rep = sharding.replicated(mesh)
+        theta = {k: sharding.put(np.asarray(v), rep) for k, v in theta.items()}
+        key = sharding.put(np.asarray(key), rep)
     in_flight = None
     for start in range(0, n, b):
         rows = min(b, n - start)
         xb = np.zeros((b, x.shape[1]), np.float32)  # the last batch padded: one compilation
         xb[:rows] = x[start:start + rows]
-        xb = jnp.asarray(xb)
-        points = jnp.arange(start, start + b, dtype=jnp.uint32)
+        if mesh is None:
+            xb = jnp.asarray(xb)
+            points = jnp.arange(start, start + b, dtype=jnp.uint32)
+        else:  # the batch's points split over the devices
+            xb = sharding.put(xb, sharding.along(mesh, 0, 2))
+            points = sharding.put(np.arange(start, start + b, dtype=np.uint32), sharding.along(mesh, 0, 1))
         for k0 in range(0, num_particles, c):
-            particles = jnp.arange(k0, k0 + c, dtype=jnp.uint32)
+            particles = np.arange(k0, k0 + c, dtype=np.uint32)
+            particles = jnp.asarray(particles) if mesh is None else sharding.put(particles, rep)
             log_w = _log_weights(key, arch, theta, guide, xb, points, particles)  # dispatched, not waited for
             if in_flight is not None:
                 yield _ready(*in_flight, bar)
@@ -208,7 +224,9 @@ def _weight_chunks(params, x, guide, num_particles, seed, points_per_batch, rows
 
 
 def _ready(start, rows, count, log_w, bar):
-    out = np.asarray(log_w)[:count, :rows]
+    from sbn_ppl.sharding import to_host
+
+    out = to_host(log_w)[:count, :rows]
     if bar is not None:
         bar.update(count * rows)
     return start, rows, out
@@ -225,7 +243,7 @@ def _progress(total: int, enabled: bool):
 
 def is_log_likelihood(params: SBNParams, x, guide: str = "recognition", num_particles: int = 1000, seed: int = 0,
                       *, progress: bool = False, points_per_batch: int = POINTS_PER_BATCH,
-                      rows_per_chunk: int = ROWS_PER_CHUNK) -> LogLikelihood:
+                      rows_per_chunk: int = ROWS_PER_CHUNK, devices: int | None = None) -> LogLikelihood:
     """Importance-sampling estimate of ``log p(x_n)`` for every row of ``x``, jitted and streaming.
 
     :param params: the SBN with the guide's ``q_`` keys.
@@ -236,6 +254,8 @@ def is_log_likelihood(params: SBNParams, x, guide: str = "recognition", num_part
         Needs ``N H < 2^32`` (``H`` hidden units: 10 million points at 400).
     :param progress: show a progress bar (particles x points, with an ETA).
     :param points_per_batch: ``B``; ``rows_per_chunk``: about ``C B`` (memory and speed only).
+    :param devices: the points of each batch are split over this many devices (``None``:
+        every device); the particles are the same whatever the count (counter-based draws).
     :returns: :class:`~sbn_ppl.evaluation.LogLikelihood` with ``estimator`` ``"is(K=..,guide)"``,
         the delta-method standard errors, and the per-point ESS, Pareto k-hat and warnings.
     """
@@ -249,7 +269,7 @@ def is_log_likelihood(params: SBNParams, x, guide: str = "recognition", num_part
     done, acc, start_of_acc = [], None, None
     try:
         for start, rows, log_w in _weight_chunks(params, x, guide, num_particles, seed, points_per_batch,
-                                                 rows_per_chunk, bar):
+                                                 rows_per_chunk, bar, devices):
             if start != start_of_acc:  # a new batch of points: finish the last one
                 if acc is not None:
                     done.append(_finish(acc))
@@ -270,7 +290,7 @@ def _finish(acc: ImportanceWeights):
 
 def importance_log_weights(params: SBNParams, x, guide: str = "recognition", num_particles: int = 1000,
                            seed: int = 0, *, points_per_batch: int = POINTS_PER_BATCH,
-                           rows_per_chunk: int = ROWS_PER_CHUNK) -> np.ndarray:
+                           rows_per_chunk: int = ROWS_PER_CHUNK, devices: int | None = None) -> np.ndarray:
     """All ``(K, N)`` log-weights :func:`is_log_likelihood` would draw with the same seed
     (float32). For small problems: tests, diagnostics, plots."""
     num_particles = _check_count(num_particles, "the number of importance samples")
@@ -278,7 +298,7 @@ def importance_log_weights(params: SBNParams, x, guide: str = "recognition", num
     out = np.empty((num_particles, x.shape[0]), np.float32)
     k_done = {}
     for start, rows, log_w in _weight_chunks(params, x, guide, num_particles, seed, points_per_batch,
-                                             rows_per_chunk):
+                                             rows_per_chunk, devices=devices):
         k0 = k_done.get(start, 0)
         out[k0:k0 + log_w.shape[0], start:start + rows] = log_w
         k_done[start] = k0 + log_w.shape[0]
