@@ -59,7 +59,7 @@ def test_pyro_optim_rates_follow_the_same_schedule():
             loss.backward()
             optim([pyro.param("w").unconstrained()])
             pyro.param("w").unconstrained().grad = None
-            path.append(float(pyro.param("w")))
+            path.append(float(pyro.param("w").detach()))
         del w
     np.testing.assert_allclose(moves(path), EXPECTED, rtol=1e-5)
 
