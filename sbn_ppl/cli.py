@@ -276,6 +276,7 @@ def compare_arguments(args) -> dict:
 
 def _cmd_compare(args) -> int:
     from .harness import compare
+    from .published import published_table
     from .reporting import markdown_table
 
     kwargs = compare_arguments(args)
@@ -289,8 +290,12 @@ def _cmd_compare(args) -> int:
     seeds = config.get("seeds") or [config["seed"]]
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))}"
     print(f"{config['data']}, {config['arch']}, {seed_text}, budget {budget} of training per method; "
-          f"test log p(x) in nats per data point ({config['estimator']}, {config['test_size']} test points)\n")
+          f"test log p(x) in nats per data point ({config['estimator']}, "
+          f"{config.get('test_points_used') or config['test_size']} test points)\n")
     print(markdown_table(records))
+    reference = published_table(config.get("data"), config.get("arch"))
+    if reference:
+        print("\n" + reference)
     print(f"\nwrote {os.path.join(out, 'results.json')}, results.csv, learning_curves.png, report.md and "
           f"<method>-<backend>/params.npz", file=sys.stderr)
     failed = [f"{r['method']} ({r['backend']})" for r in records if r.get("error")]

@@ -25,6 +25,7 @@ import numpy as np
 
 from .aggregate import QUALITY_GAP, Row, Summary, curve_band, label, summarize
 from .files import write_atomic, write_json
+from .published import published_table
 
 # One row of results.csv per (method, backend, seed); results.json also holds "options",
 # "test_pointwise" and "curve".
@@ -327,6 +328,8 @@ def report_markdown(config: Mapping[str, Any], records: Sequence[Mapping[str, An
         "",
         _table(summary),
         "",
+        *([published_table(config.get("data"), config.get("arch")), ""]
+          if published_table(config.get("data"), config.get("arch")) else []),
         "## Learning curves",
         "",
         f"![learning curves]({plot})",

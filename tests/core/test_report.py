@@ -261,3 +261,12 @@ def test_write_results_under_an_epoch_budget(tmp_path):
     png = read(tmp_path, "learning_curves.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "a budget of 2 epochs of training" in read(tmp_path, "report.md").decode()
+
+
+def test_published_figures_are_printed_only_beside_their_benchmark():
+    from sbn_ppl.published import published_for, published_table
+
+    mnist = published_table("binarized-mnist", "784-200-200")
+    assert "| REBAR | -95.4 | IS |" in mnist and "| ARM | -96.7 ± 0.3 |" in mnist and "not re-checked" in mnist
+    assert [p.method for p in published_for("binarized-mnist", "784-200-200-200")] == ["VIMCO (K = 50)"]
+    assert published_table("digits", "64-12-6") == "" and published_table("binarized-mnist", "784-100") == ""
