@@ -67,6 +67,7 @@ class Yardstick:
     ais_options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     devices: int | None = None  # JAX devices the IS and AIS scorers split the points over
+    progress: bool = False  # a progress bar (with an ETA) while IS or AIS scores
 
     @classmethod
     def resolve(cls, estimator: str, arch: Architecture, is_particles: int = 1000,
@@ -94,11 +95,12 @@ class Yardstick:
             if estimator == "exact":
                 return score(params, x, "exact")
             if estimator == "ais":
-                return score(params, x, "ais", seed=self.seed, devices=self.devices, **self.ais_options)
+                return score(params, x, "ais", seed=self.seed, devices=self.devices, progress=self.progress,
+                             **self.ais_options)
             if guide is None or not params.has_guide(guide):
                 return None
             return score(params, x, "is", guide=guide, is_particles=self.is_particles, seed=self.seed,
-                         devices=self.devices)
+                         devices=self.devices, progress=self.progress)
 
 
 def compare(data: str | Dataset | None = None, arch: str | Architecture | None = None, *,
@@ -159,6 +161,7 @@ class _Comparison:
         _check_count("curve_particles", config.curve_particles, none_ok=True)
         self.curve_yardstick = dataclasses.replace(self.yardstick,
                                                    is_particles=config.curve_particles or self.yardstick.is_particles)
+        self.yardstick = dataclasses.replace(self.yardstick, progress=bool(config.progress))  # final scores only
         self.planned = plan(objects or config.methods, config.backend)
         self._check_devices(config.devices)
         options = dict(config.options)
@@ -189,6 +192,7 @@ class _Comparison:
             raise ValueError(f"devices={devices}: {', '.join(pyro)} run(s) on one device (the Pyro backend is not "
                              "sharded); leave devices unset (every device for NumPyro, one for Pyro) or drop them")
         self.yardstick = dataclasses.replace(self.yardstick, devices=devices)
+        self.curve_yardstick = dataclasses.replace(self.curve_yardstick, devices=devices)
 
     def settings(self) -> dict:
         """What results.json records (and --resume reads back)."""
