@@ -318,6 +318,7 @@ def report_markdown(config: Mapping[str, Any], records: Sequence[Mapping[str, An
     a path relative to the report), every run, the settings, the package versions and the machine."""
     summary = summarize(records, quality_gap)
     seeds = sorted({r.get("seed", 0) for r in records})
+    reference = published_table(config.get("data"), config.get("arch"))
     parts = [
         f"# {config.get('data')}, {config.get('arch')}: {len(summary.rows)} method(s), "
         f"{len(seeds)} seed(s)",
@@ -328,8 +329,7 @@ def report_markdown(config: Mapping[str, Any], records: Sequence[Mapping[str, An
         "",
         _table(summary),
         "",
-        *([published_table(config.get("data"), config.get("arch")), ""]
-          if published_table(config.get("data"), config.get("arch")) else []),
+        *([reference, ""] if reference else []),
         "## Learning curves",
         "",
         f"![learning curves]({plot})",

@@ -28,17 +28,3 @@ def small_params(request) -> SBNParams:
     # non-zero biases (generative and guide) so no test passes by symmetry
     return params.replace(**{k: rng.normal(0, 1, v.shape) for k, v in params.items() if "b_" in k})
 
-
-# The longest test files first: pytest-xdist (`--dist loadfile`, see pyproject.toml) hands
-# whole files to its workers in collection order, so a long file collected last (the README's
-# blocks live at the top of tests/) would run alone at the end while the other worker idles.
-SLOW_FIRST = ("test_readme.py", "core/test_harness.py", "core/test_devices.py", "models/test_guide_gradients.py",
-              "inference/test_mean_field_svi.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    def rank(item):
-        path = item.nodeid.split("::")[0]
-        return next((i for i, slow in enumerate(SLOW_FIRST) if path.endswith(slow)), len(SLOW_FIRST))
-
-    items.sort(key=rank)  # stable: the order within each file and among the others is kept
