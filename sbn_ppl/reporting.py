@@ -40,7 +40,7 @@ RELATIVE_RANGE = (-5.0, 0.5)  # nats around the best final value shown by the re
 FILES = ("results.csv", "learning_curves.png", "report.md")
 VERSIONS = ("numpy", "scipy", "jax", "jaxlib", "numpyro", "optax", "torch", "pyro-ppl", "matplotlib")
 
-__all__ = ["CSV_FIELDS", "add_report_command", "csv_text", "markdown_table", "merge_runs", "plot_learning_curves",
+__all__ = ["ACROSS_FIELDS", "CSV_FIELDS", "across_data_sets", "add_report_command", "csv_text", "markdown_table", "merge_runs", "plot_learning_curves",
            "ranked", "read_results", "report", "report_markdown", "write_results"]
 
 
@@ -531,6 +531,111 @@ def merge_runs(runs: Sequence[tuple[str, Mapping[str, Any], Sequence[Mapping[str
     return config, records
 
 
+# -- one table across data sets ----------------------------------------------------------------
+ACROSS_FILES = ("across.md", "across.csv")
+ACROSS_FIELDS = ("data", "arch", "method", "backend", "seeds", "test_log_likelihood", "stderr", "over", "rank",
+                 "best", "indistinguishable", "estimator", "steps", "seconds", "folder")
+
+
+def across_data_sets(dirs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, *,
+                     quality_gap: float | None = None) -> str:
+    """One table across data sets from several ``sbn-ppl compare`` folders (one data set or
+    architecture each, e.g. ``examples/uci.toml`` run once per set).
+
+    A row per (method, backend), a column per folder. A cell is the method's test
+    ``log p(x)`` in that folder, aggregated exactly as that folder's own table does
+    (:func:`~sbn_ppl.aggregate.summarize`: the mean over seeds +- its standard error, or
+    over test points with one seed); **bold** marks the best of the column and every method
+    whose paired 95% interval to it contains 0. Rows are ordered by their mean rank over the
+    columns where they were scored. With ``out``, writes ``across.md`` and ``across.csv``
+    (one line per cell) there.
+
+    :returns: the markdown (the table and a line per column saying how it was scored).
+    """
+    dirs = [os.fspath(d) for d in dirs]
+    if not dirs:
+        raise ValueError("an across-data-sets table needs at least one output folder of sbn-ppl compare")
+    columns, seen = [], {}
+    for d in dirs:
+        config, records = read_results(d)
+        key = (config.get("data"), config.get("arch"), config.get("connectivity"))
+        if key in seen:
+            raise ValueError(f"{seen[key]!r} and {d!r} are runs on the same data and architecture "
+                             f"({key[0]}, {key[1]}); merge them with `sbn-ppl report {seen[key]} {d}` first")
+        seen[key] = d
+        columns.append((d, config, summarize(records, _gap(config, quality_gap))))
+    rows: dict[tuple[str, str], dict[int, Row]] = {}
+    for j, (_, _, summary) in enumerate(columns):
+        for row in summary.rows:
+            rows.setdefault((row.method, row.backend), {})[j] = row
+
+    def mean_rank(key):
+        ranks = [r.rank for r in rows[key].values() if r.rank is not None]
+        return (0, sum(ranks) / len(ranks)) if ranks else (1, 0.0)
+
+    order = sorted(rows, key=mean_rank)
+    head = ["method", "backend"] + [f"{c.get('data')} ({c.get('arch')})" for _, c, _ in columns] + ["mean rank"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table_rows = []
+    for key in order:
+        cells = [key[0], key[1]]
+        for j, (folder, config, _) in enumerate(columns):
+            row = rows[key].get(j)
+            cells.append(_across_cell(row))
+            if row is not None:
+                table_rows.append(_across_csv_row(folder, config, row))
+        rank = mean_rank(key)
+        cells.append("—" if rank[0] else f"{rank[1]:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    legend = ["", "Test log p(x) in nats per data point, mean ± standard error; **bold**: the best of its column "
+                  "and the methods whose paired 95% interval to it contains 0; —: not run there. Each column:"]
+    for folder, config, summary in columns:
+        legend.append(f"- {config.get('data')} ({config.get('arch')}): {_how_scored(config, summary)}; "
+                      f"folder `{folder}`")
+    text = "\n".join(lines + legend) + "\n"
+    if out is not None:
+        out = os.fspath(out)
+        write_atomic(os.path.join(out, "across.md"), text)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=ACROSS_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(table_rows)
+        write_atomic(os.path.join(out, "across.csv"), buf.getvalue())
+    return text
+
+
+def _across_cell(row: Row | None) -> str:
+    if row is None:
+        return "—"
+    if row.test is None:
+        return "failed" if row.failed else "unscored"
+    text = _num(row.test.mean) + (f" ± {_num(row.test.stderr)}" if row.test.stderr is not None else "")
+    return f"**{text}**" if row.indistinguishable else text
+
+
+def _across_csv_row(folder: str, config: Mapping[str, Any], row: Row) -> dict:
+    test = row.test
+    return {"data": config.get("data"), "arch": config.get("arch"), "method": row.method, "backend": row.backend,
+            "seeds": " ".join(str(s) for s in row.seeds), "test_log_likelihood": None if test is None else test.mean,
+            "stderr": None if test is None else test.stderr, "over": None if test is None else test.over,
+            "rank": row.rank, "best": row.best, "indistinguishable": row.indistinguishable if test else None,
+            "estimator": row.estimator, "steps": row.steps, "seconds": row.seconds, "folder": folder}
+
+
+def _how_scored(config: Mapping[str, Any], summary: Summary) -> str:
+    budget = ", ".join(f"{k} {config[k]:g}" for k in ("steps", "epochs", "seconds") if config.get(k) is not None)
+    points = config.get("test_points")
+    seeds = len(config.get("seeds") or [config.get("seed", 0)])
+    est = config.get("estimator")
+    if est == "is":
+        est = f"IS, K = {config.get('is_particles')}"
+    elif est == "ais":
+        est = f"AIS, {config.get('ais_temperatures')} temperatures"
+    return (f"{est} on {'a seeded random ' + str(points) if points else 'all'} test points; "
+            f"{budget or 'default budget'} per method; {seeds} seed{'s' if seeds > 1 else ''}"
+            + (f"; selected by {config.get('select')}" if config.get("select") else ""))
+
+
 # -- the command line --------------------------------------------------------------------------
 def add_report_command(subparsers) -> Any:
     """Register ``sbn-ppl report DIR [DIR ...] [--out OUT] [--within NATS]`` on ``subparsers``."""
@@ -544,6 +649,9 @@ def add_report_command(subparsers) -> Any:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="output folders of sbn-ppl compare")
     p.add_argument("--out", help="where to write (default: the first DIR); a new folder also gets the merged "
                                  "results.json")
+    p.add_argument("--across", action="store_true",
+                   help="one table across data sets: a column per DIR (each a run on one data set), written to "
+                        "--out (default: the current folder) as across.md and across.csv")
     p.add_argument("--within", type=float, metavar="NATS", dest="quality_gap",
                    help=f"time to quality: time to get within NATS of the best final value (default {QUALITY_GAP:g})")
     p.set_defaults(func=_cmd_report)
@@ -551,6 +659,11 @@ def add_report_command(subparsers) -> Any:
 
 
 def _cmd_report(args) -> int:
+    if args.across:
+        out = args.out if args.out is not None else "."
+        print(across_data_sets(args.dirs, out, quality_gap=args.quality_gap), end="")
+        print(f"wrote {', '.join(os.path.join(out, f) for f in ACROSS_FILES)}", file=sys.stderr)
+        return 0
     out = args.out if args.out is not None else args.dirs[0]
     print(report(args.dirs, out, quality_gap=args.quality_gap))
     print(f"wrote {', '.join(os.path.join(out, f) for f in FILES)}", file=sys.stderr)

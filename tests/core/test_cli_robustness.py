@@ -1,10 +1,11 @@
 """What a new user and an audit tripped over (issue 14), through the command line: huge
 requests, stray options, invalid JSON, unwritable or shared output folders, divergence,
 resuming, and budgets."""
+import contextlib
+import io
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,8 +15,20 @@ from sbn_ppl.cli import main
 
 
 def run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "sbn_ppl.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+    """``sbn-ppl ARGS`` in this process (``main``, as the console script calls it), with its
+    exit status and what it wrote; tests/core/test_cli.py runs the real command in a
+    subprocess, so these need not pay a fresh interpreter's imports each."""
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse's own errors
+                code = e.code
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["sbn-ppl", *args], code, out.getvalue(), err.getvalue())
 
 
 def one_line_error(proc) -> str:

@@ -279,9 +279,18 @@ def test_a_time_budget_checkpoints_by_the_clock():
     # one step (compilation), one timed step, then one fixed power of two (one scan length),
     # shorter only at the end, where the clock says a full chunk would overrun the budget
     assert list(chunks[:2]) == [1, 1] and chunks[2] & (chunks[2] - 1) == 0 and all(c <= chunks[2] for c in chunks[2:])
-    # the budget is met to within a few steps' time (the clock's estimate of a step) or 5%
-    step_time = r["curve"][-1]["seconds"] / r["curve"][-1]["step"]
-    assert abs(r["seconds"] - 0.6) <= max(0.05 * 0.6, 3 * step_time)
+    # The budget is kept by the clock's own rule, checked on what it measured (a wall-clock
+    # tolerance would fail on a loaded machine, where one chunk can run slower than the last):
+    # no chunk starts once the budget is spent; a run that ends early leaves less than one step's
+    # time (at the slowest timed speed); and the last chunk was no longer than the time left at
+    # the fastest timed speed, so any overrun comes only from that chunk running slow.
+    seconds = [c["seconds"] for c in r["curve"]]  # from step 0
+    per_step = np.diff(seconds)[1:] / chunks[1:]  # the first chunk pays for compilation
+    assert all(s < 0.6 for s in seconds[:-1])
+    if r["seconds"] < 0.6:
+        assert 0.6 - r["seconds"] <= per_step.max() * (1 + 1e-9)
+    else:
+        assert chunks[-1] <= (0.6 - seconds[-2]) / per_step[:-1].min() + 1
     # test scores: the start, about one per 0.2 s of training (at most one per mark), and the end
     scored = [c for c in r["curve"] if "test_log_likelihood" in c]
     assert scored[0]["step"] == 0 and scored[-1] == r["curve"][-1] and 2 <= len(scored) <= 3 + 2

@@ -270,3 +270,46 @@ def test_published_figures_are_printed_only_beside_their_benchmark():
     assert "| REBAR | -95.4 | IS |" in mnist and "| ARM | -96.7 ± 0.3 |" in mnist and "not re-checked" in mnist
     assert [p.method for p in published_for("binarized-mnist", "784-200-200-200")] == ["VIMCO (K = 50)"]
     assert published_table("digits", "64-12-6") == "" and published_table("binarized-mnist", "784-100") == ""
+
+
+# -- one table across data sets ------------------------------------------------------------------
+def test_across_data_sets_puts_each_run_in_a_column(tmp_path, capsys):
+    """Two runs on two data sets: a column each, the cells as each run's own table computes
+    them, bold where the method is the best or indistinguishable from it, and one CSV line
+    per (data set, method)."""
+    first = save_run(tmp_path / "one", three_seeds(), ["a:numpyro", "b:numpyro", "c:numpyro"], [0, 1, 2],
+                     data="uci:mushrooms", arch="112-100", estimator="is", is_particles=200, seconds=45.0,
+                     steps=None, select="best")
+    # one seed: c best, a failed, b not run; the per-point interval of a - c decides nothing here
+    second = save_run(tmp_path / "two", [record("c", 0, -20.0, [-19.0, -21.0, -20.5, -19.5]),
+                                         failed("a", 0)], ["c:numpyro", "a:numpyro"], [0],
+                      data="uci:nips", arch="500-100")
+    from sbn_ppl.reporting import ACROSS_FIELDS, across_data_sets
+
+    text = across_data_sets([first, second], tmp_path / "out")
+    lines = text.splitlines()
+    assert lines[0] == "| method | backend | uci:mushrooms (112-100) | uci:nips (500-100) | mean rank |"
+    rows = rows_of(text)
+    # a: -11 +- 1/sqrt(3), the best of the first; b indistinguishable from it (bold); c significantly worse
+    assert rows["a"][2:] == ["**-11.00 ± 0.58**", "failed", "1.0"]
+    assert rows["b"][2:] == ["**-13.00 ± 1.15**", "—", "2.0"]
+    # c: (-13, -14.1, -14.9), SE 0.954 / sqrt(3), third on the first set; first on the second (one
+    # seed: the record's own standard error stands in), so a mean rank of 2
+    assert rows["c"][2:] == ["-14.00 ± 0.55", "**-20.00 ± 0.05**", "2.0"]
+    assert list(rows) == ["a", "b", "c"]  # by mean rank (ties in table order)
+    assert "IS, K = 200 on all test points; seconds 45 per method; 3 seeds; selected by best" in text
+    assert read(tmp_path / "out", "across.md").decode() == text
+    with open(tmp_path / "out" / "across.csv") as f:
+        lines_csv = list(csv.DictReader(f))
+    assert list(lines_csv[0]) == list(ACROSS_FIELDS)
+    assert {(r["data"], r["method"]) for r in lines_csv} == {
+        ("uci:mushrooms", "a"), ("uci:mushrooms", "b"), ("uci:mushrooms", "c"), ("uci:nips", "c"), ("uci:nips", "a")}
+    # the command line: `sbn-ppl report --across DIR DIR --out OUT`
+    from sbn_ppl.cli import main
+
+    assert main(["report", "--across", first, second, "--out", str(tmp_path / "cli")]) == 0
+    assert capsys.readouterr().out == text
+    # two runs on the same data and architecture are merged first, not put side by side
+    with pytest.raises(ValueError, match="same data and architecture"):
+        across_data_sets([first, first])
+
