@@ -308,8 +308,15 @@ class _Comparison:
             if saved and chosen is not result.params:  # select="best": the scored parameters beside the last
                 saved = os.path.join(method_dir, "selected_params.npz")
                 chosen.save(saved)
-            record.update(bound=finished.get("bound"), params=saved,
-                          curve=[start] + result.metrics, error=None)
+            bound = finished.get("bound")
+            if bound is not None and record["selected_step"] != int(last["step"]):
+                # the bound is the final state's (e.g. the fixed point's per-point variational
+                # state), not the selected checkpoint's: reported, it would describe other parameters
+                record["warnings"] = list(record.get("warnings") or []) + [
+                    f"own bound not reported: it belongs to the last step ({int(last['step'])}), not to the "
+                    f"selected checkpoint (step {record['selected_step']})"]
+                bound = None
+            record.update(bound=bound, params=saved, curve=[start] + result.metrics, error=None)
         except Exception as e:  # noqa: BLE001 - one method failing must not lose the others' results
             record.update({k: None for k in reporting.CSV_FIELDS if k not in record}, curve=[],
                           error=f"{type(e).__name__}: {e}".splitlines()[0])

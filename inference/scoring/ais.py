@@ -18,6 +18,7 @@ posterior sharpens.
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import jax
@@ -38,6 +39,7 @@ from sbn_ppl.inference.scoring import AIS_CHAINS, AIS_TEMPERATURES
 NUM_TEMPERATURES = AIS_TEMPERATURES  # default T: intermediate distributions (one Gibbs sweep each)
 NUM_CHAINS = AIS_CHAINS  # default C: independent annealing runs per data point
 _ROWS_PER_CHUNK = 1 << 14  # data points x chains annealed at once (bounds memory)
+_ROUND = 8  # chunks are a multiple of this many points: the same draws on 1, 2, 4 or 8 devices
 
 
 def sigmoid_schedule(num_temperatures: int, delta: float = 4.0) -> np.ndarray:
@@ -98,10 +100,10 @@ def ais_log_likelihood(
     :param progress: show a progress bar over the data points (with an ETA).
     :param devices: the points of each chunk are split over this many devices (``None``:
         every device). The chunk of points annealed at once is ``min(N, 16384 // C)``,
-        rounded up to a multiple of the device count; the draws depend on the chunk's
-        shape, so the estimates equal the one-device ones (to float32 rounding) whenever
-        that rounding changes nothing (e.g. ``N`` or ``16384 // C`` a multiple of the count),
-        and are other draws of the same estimator otherwise.
+        rounded up to a multiple of 8 (of the least common multiple of 8 and the device
+        count when that does not divide 8). The draws depend on the chunk's shape only, so on
+        1, 2, 4 or 8 devices the estimates are the same (to float32 rounding) for any ``N``;
+        on other counts they are other draws of the same estimator.
     :returns: :class:`~sbn_ppl.evaluation.LogLikelihood` (``estimator`` ``"ais(T=..,C=..)"``).
     """
     if betas is None:
@@ -121,7 +123,10 @@ def ais_log_likelihood(
     n = x.shape[0]
     chunk = min(n, max(1, _ROWS_PER_CHUNK // int(num_chains)))
     ndev = sharding.mesh_size(mesh)
-    chunk = -(-chunk // ndev) * ndev
+    # The draws depend on the chunk's shape: rounded up to a multiple of _ROUND (whatever the
+    # device count), the chunk is the same on 1, 2, 4 or 8 devices, so are the estimates
+    step = _ROUND if _ROUND % ndev == 0 else math.lcm(_ROUND, ndev)
+    chunk = -(-chunk // step) * step
     key, schedule = random.PRNGKey(seed), jnp.asarray(betas, jnp.float32)
     if mesh is not None:
         rep = sharding.replicated(mesh)

@@ -85,6 +85,8 @@ _SINGLE = _COMMON + textwrap.dedent("""
     p = SBNParams.init("16-6-3", seed=0, guide=("recognition",))
     for est, kw in (("is", {"is_particles": 50}), ("ais", {"ais_temperatures": 20, "ais_chains": 4})):
         out[est] = {str(d): score(p, x, est, seed=0, devices=d, **kw).per_point.tolist() for d in (1, 4)}
+        # 7 points: not a multiple of the device count
+        out[est + "-7"] = {str(d): score(p, x[:7], est, seed=0, devices=d, **kw).per_point.tolist() for d in (1, 4)}
     m = get_method("rws", "numpyro")
     try:
         runner_for(m, initial(m), m.check_options({}), train, 0, 6, devices=4)
@@ -188,10 +190,11 @@ def test_a_resume_on_several_devices_continues_exactly(single, name):
     assert _max_diff(rec["4"]["params"], rec["continued_params"]) > 0  # and it did take further steps
 
 
-@pytest.mark.parametrize("estimator", ["is", "ais"])
+@pytest.mark.parametrize("estimator", ["is", "ais", "is-7", "ais-7"])
 def test_scoring_does_not_depend_on_the_device_count(single, estimator):
+    """8 test points, and 7 (which do not divide over 4 devices: the padding must not change the draws)."""
     one, four = np.asarray(single[estimator]["1"]), np.asarray(single[estimator]["4"])
-    assert one.shape == (8,) and np.all(np.isfinite(one))
+    assert one.shape == ((7,) if estimator.endswith("-7") else (8,)) and np.all(np.isfinite(one))
     np.testing.assert_allclose(four, one, rtol=0, atol=ATOL)
 
 

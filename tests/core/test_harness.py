@@ -422,7 +422,10 @@ def _away_and_back(teacher: SBNParams, best_step: int) -> Method:
     def step(key, state, batch):
         return SimpleNamespace(t=state.t + 1), {"objective": -float(state.t)}
 
-    return Method("away-and-back", "pyro", init, step, lambda s: at(s.t), jit=False)
+    def bound(state, x):  # a stand-in "own bound" that says which state it came from
+        return np.full(len(x), -float(state.t))
+
+    return Method("away-and-back", "pyro", init, step, lambda s: at(s.t), bound=bound, jit=False)
 
 
 def _with_valid():
@@ -443,6 +446,8 @@ def test_select_best_scores_the_best_validation_checkpoint_and_patience_stops(tm
     assert r["test_log_likelihood"] == pytest.approx(exact, abs=1e-4)  # the teacher's own score, not step 4's
     curve = [c["test_log_likelihood"] for c in r["curve"]]
     assert np.argmax(curve) == 2 and len(curve) == 5  # steps 0..4
+    # the method's own bound is the last state's (step 4), not the selected one's: not reported
+    assert r["bound"] is None and any("own bound not reported" in w and "step 2" in w for w in r["warnings"])
     saved = SBNParams.load(r["params"])
     assert os.path.basename(r["params"]) == "selected_params.npz"
     for k in data.teacher:
@@ -453,7 +458,7 @@ def test_select_last_keeps_the_end_of_training():
     data = _with_valid()
     (r,) = compare(data, methods=[_away_and_back(data.teacher, best_step=2)], steps=6, checkpoints=6,
                    progress=False)
-    assert r["steps"] == 6 and r["selected_step"] == 6
+    assert r["steps"] == 6 and r["selected_step"] == 6 and r["bound"] == -6.0
     far = _away_and_back(data.teacher, 2).get_params(SimpleNamespace(t=6))
     assert r["test_log_likelihood"] == pytest.approx(
         float(evaluation.exact_log_likelihood(far, data.test).mean()), abs=1e-4)
