@@ -609,7 +609,7 @@ def _across_cell(row: Row | None) -> str:
         return "—"
     if row.test is None:
         return "failed" if row.failed else "unscored"
-    text = _num(row.test.mean) + (f" ± {_num(row.test.stderr)}" if row.test.stderr is not None else "")
+    text = _num(row.test.mean, 3) + (f" ± {_num(row.test.stderr, 3)}" if row.test.stderr is not None else "")
     return f"**{text}**" if row.indistinguishable else text
 
 

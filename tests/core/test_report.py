@@ -295,11 +295,11 @@ def test_across_data_sets_puts_each_run_in_a_column(tmp_path, capsys):
     assert lines[0] == "| method | backend | uci:mushrooms (112-100) | uci:nips (500-100) | mean rank |"
     rows = rows_of(text)
     # a: -11 +- 1/sqrt(3), the best of the first; b indistinguishable from it (bold); c significantly worse
-    assert rows["a"][2:] == ["**-11.00 ± 0.58**", "failed", "1.0"]
-    assert rows["b"][2:] == ["**-13.00 ± 1.15**", "—", "2.0"]
+    assert rows["a"][2:] == ["**-11.000 ± 0.577**", "failed", "1.0"]
+    assert rows["b"][2:] == ["**-13.000 ± 1.155**", "—", "2.0"]
     # c: (-13, -14.1, -14.9), SE 0.954 / sqrt(3), third on the first set; first on the second (one
     # seed: the record's own standard error stands in), so a mean rank of 2
-    assert rows["c"][2:] == ["-14.00 ± 0.55", "**-20.00 ± 0.05**", "2.0"]
+    assert rows["c"][2:] == ["-14.000 ± 0.551", "**-20.000 ± 0.050**", "2.0"]
     assert list(rows) == ["a", "b", "c"]  # by mean rank (ties in table order)
     assert "IS, K = 200 on all test points; seconds 45 per method; 3 seeds; selected by best" in text
     assert read(tmp_path / "out", "across.md").decode() == text
