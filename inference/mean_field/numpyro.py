@@ -139,6 +139,14 @@ def step(key, state: MethodState, batch: Batch):
     return state._replace(svi=svi_state), SVIInfo(-loss / c.num_data)  # loss = -(N / B) sum_batch ELBO_n
 
 
+def data_axes(state: MethodState):
+    """Several devices: the local guide's per-training-case logits, and their optimiser
+    moments, are split over the devices along their rows (the runner splits a leaf of the SVI
+    state only where its axis 0 has one row per training case); the weights, the amortised
+    guide and the baselines are replicated."""
+    return state._replace(svi=None if state.config.value.amortised else 0, bound_key=None, config=None)
+
+
 def get_params(state: MethodState) -> SBNParams:
     """The generative parameters and the trained guide's (``q_mf_*`` or ``q_mf_local_*``) only."""
     c = state.config.value
@@ -160,6 +168,7 @@ def bound(state: MethodState, x, num_particles: int = 100, chunk: int = 500):
 def method() -> Method:
     """``mean-field-svi`` on the NumPyro backend: ``info`` is :class:`SVIInfo`."""
     return Method("mean-field-svi", "numpyro", init_state, step, get_params, guide="mean_field", bound=bound,
+                  data_axes=data_axes,
                   options=MEAN_FIELD_SVI_OPTIONS,
                   description="mean-field guide by NumPyro SVI (jit) + score-function ELBO with baselines")
 

@@ -31,7 +31,8 @@ import numpy as np
 import pytest
 
 ATOL = 1e-5  # see the module docstring
-JAX_METHODS = ("rws", "vimco", "nvil", "wake-sleep", "mean-field-svi", "mean-field-fixed-point", "gibbs")
+JAX_METHODS = ("rws", "vimco", "nvil", "wake-sleep", "mean-field-svi", "mean-field-svi/local", "mean-field-fixed-point",
+               "gibbs")  # NAME/local: the non-amortised guide (per-training-case logits)
 # The resume on several devices goes through the runner, not the method: one method whose
 # state is all replicated (rws) and the two that split per-training-case state over the mesh.
 RESUMED = ("rws", "mean-field-fixed-point", "gibbs")
@@ -60,8 +61,8 @@ _SINGLE = _COMMON + textwrap.dedent("""
 
     out = {"device_count": jax.device_count(), "methods": {}}
     for name in sys.argv[1].split(","):
-        m = get_method(name, "numpyro")
-        opts = m.check_options({})
+        m = get_method(name.split("/")[0], "numpyro")
+        opts = m.check_options({"amortised": False} if name.endswith("/local") else {})
         rec = {}
         for d in (1, 4):
             r = runner_for(m, initial(m), opts, train, 0, 8, devices=d)
@@ -174,8 +175,9 @@ def test_a_training_step_does_not_depend_on_the_device_count(single, name):
     assert len(one["state"]) == len(four["state"])
     for a, b in zip(one["state"], four["state"]):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=ATOL, atol=ATOL)
-    # per-training-case state is split: the chains (gibbs) and the variational rows (fixed point)
-    if name in ("gibbs", "mean-field-fixed-point"):
+    # per-training-case state is split: the chains (gibbs), the variational rows (fixed point) and
+    # the local guide's logits with their optimiser moments (mean-field-svi/local)
+    if name in ("gibbs", "mean-field-fixed-point", "mean-field-svi/local"):
         assert four["split_leaves"] >= 1
     else:
         assert four["split_leaves"] == 0
