@@ -587,8 +587,10 @@ def across_data_sets(dirs: Sequence[str | os.PathLike], out: str | os.PathLike |
         rank = mean_rank(key)
         cells.append("—" if rank[0] else f"{rank[1]:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
-    legend = ["", "Test log p(x) in nats per data point, mean ± standard error; **bold**: the best of its column "
-                  "and the methods whose paired 95% interval to it contains 0; —: not run there. Each column:"]
+    legend = ["", "Test log p(x) in nats per data point, mean ± standard error as in each run's own table (over "
+                  "seeds; with one seed the estimate's own standard error, seed-to-seed variation not included); "
+                  "**bold**: the best of its column and the methods whose paired 95% interval to it contains 0; "
+                  "—: not run there. Each column:"]
     for folder, config, summary in columns:
         legend.append(f"- {config.get('data')} ({config.get('arch')}): {_how_scored(config, summary)}; "
                       f"folder `{folder}`")
