@@ -40,8 +40,8 @@ RELATIVE_RANGE = (-5.0, 0.5)  # nats around the best final value shown by the re
 FILES = ("results.csv", "learning_curves.png", "report.md")
 VERSIONS = ("numpy", "scipy", "jax", "jaxlib", "numpyro", "optax", "torch", "pyro-ppl", "matplotlib")
 
-__all__ = ["ACROSS_FIELDS", "CSV_FIELDS", "across_data_sets", "add_report_command", "csv_text", "markdown_table", "merge_runs", "plot_learning_curves",
-           "ranked", "read_results", "report", "report_markdown", "write_results"]
+__all__ = ["ACROSS_FIELDS", "CSV_FIELDS", "across_data_sets", "add_report_command", "csv_text", "markdown_table",
+           "merge_runs", "plot_learning_curves", "ranked", "read_results", "report", "report_markdown", "write_results"]
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -591,8 +591,8 @@ def across_data_sets(dirs: Sequence[str | os.PathLike], out: str | os.PathLike |
                   "seeds; with one seed the estimate's own standard error, seed-to-seed variation not included); "
                   "**bold**: the best of its column and the methods whose paired 95% interval to it contains 0; "
                   "—: not run there. Each column:"]
-    for folder, config, summary in columns:
-        legend.append(f"- {config.get('data')} ({config.get('arch')}): {_how_scored(config, summary)}; "
+    for folder, config, _ in columns:
+        legend.append(f"- {config.get('data')} ({config.get('arch')}): {_how_scored(config)}; "
                       f"folder `{folder}`")
     text = "\n".join(lines + legend) + "\n"
     if out is not None:
@@ -624,7 +624,7 @@ def _across_csv_row(folder: str, config: Mapping[str, Any], row: Row) -> dict:
             "estimator": row.estimator, "steps": row.steps, "seconds": row.seconds, "folder": folder}
 
 
-def _how_scored(config: Mapping[str, Any], summary: Summary) -> str:
+def _how_scored(config: Mapping[str, Any]) -> str:
     budget = ", ".join(f"{k} {config[k]:g}" for k in ("steps", "epochs", "seconds") if config.get(k) is not None)
     points = config.get("test_points")
     seeds = len(config.get("seeds") or [config.get("seed", 0)])

@@ -123,10 +123,10 @@ def ais_log_likelihood(
     n = x.shape[0]
     chunk = min(n, max(1, _ROWS_PER_CHUNK // int(num_chains)))
     ndev = sharding.mesh_size(mesh)
-    # The draws depend on the chunk's shape: rounded up to a multiple of _ROUND (whatever the
-    # device count), the chunk is the same on 1, 2, 4 or 8 devices, so are the estimates
-    step = _ROUND if _ROUND % ndev == 0 else math.lcm(_ROUND, ndev)
-    chunk = -(-chunk // step) * step
+    # The draws depend on the chunk's shape: rounded up to a multiple of lcm(_ROUND, devices),
+    # which is _ROUND on 1, 2, 4 or 8 devices, the chunk (and so every estimate) is the same
+    multiple = math.lcm(_ROUND, ndev)
+    chunk = -(-chunk // multiple) * multiple
     key, schedule = random.PRNGKey(seed), jnp.asarray(betas, jnp.float32)
     if mesh is not None:
         rep = sharding.replicated(mesh)
