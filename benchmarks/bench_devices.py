@@ -7,7 +7,7 @@
 For each device count, in a fresh subprocess (``XLA_FLAGS`` must be set before JAX starts):
 
 * RWS (NumPyro backend) 784-200-200, K = 5, batch 1000: training steps/s through the runner
-  (``sbn_ppl.runner.JaxRunner``, a jitted ``lax.scan`` of steps, batch split over the devices);
+  (``sbn_ppl.engine.runner.JaxRunner``, a jitted ``lax.scan`` of steps, batch split over the devices);
 * Gibbs (Neal's rule) 784-200-200, batch 1000 (one persistent chain per training case, so
   1000 chains a step, one sweep): single-unit updates/s (steps/s x 1000 x 400 hidden units);
 * importance sampling (``score(..., "is")``) 784-200-200 with the recognition network:
@@ -38,7 +38,7 @@ import numpy as np
 import jax
 from sbn_ppl import SBNParams, score
 from sbn_ppl.inference import get_method
-from sbn_ppl.runner import runner_for
+from sbn_ppl.engine.runner import runner_for
 
 devices, steps, is_points, is_k, seed = (int(a) for a in sys.argv[1:6])
 rng = np.random.default_rng(seed)

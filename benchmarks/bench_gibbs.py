@@ -28,8 +28,8 @@ import torch
 from jax import random
 
 from sbn_ppl import SBNParams
-from sbn_ppl.data import load_dataset
-from sbn_ppl.inference.gibbs import numpyro as gibbs_jax, pyro as gibbs_torch
+from sbn_ppl.base.data import load_dataset
+from sbn_ppl.inference.shared.gibbs import numpyro as gibbs_jax, pyro as gibbs_torch
 from sbn_ppl.inference.neal import discrete_hmc_gibbs as neal_jax
 
 

@@ -22,8 +22,9 @@ import time
 
 import numpy as np
 
-from sbn_ppl import SBNParams, load_dataset, runner
-from sbn_ppl.fitting import fit
+from sbn_ppl import SBNParams, load_dataset
+from sbn_ppl.engine import runner
+from sbn_ppl.engine.fitting import fit
 from sbn_ppl.inference import get_method
 
 

@@ -30,13 +30,13 @@ from jax import random
 from numpyro.infer import SVI, TraceGraph_ELBO
 
 from sbn_ppl import SBNParams
-from sbn_ppl.data import load_digits, synthetic
+from sbn_ppl.base.data import load_digits, synthetic
 from sbn_ppl.inference import get_method
 from sbn_ppl.inference.mean_field import numpyro as mn
 from sbn_ppl.inference.mean_field import pyro as mp
-from sbn_ppl.inference.score_function import BASELINES
+from sbn_ppl.inference.shared.score_function import BASELINES
 from sbn_ppl.models import numpyro_sbn
-from sbn_ppl.runner import runner_for
+from sbn_ppl.engine.runner import runner_for
 
 BATCH = 100
 

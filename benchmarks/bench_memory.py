@@ -27,7 +27,7 @@ METHODS = ("rws", "vimco", "nvil", "wake-sleep", "mean-field-svi", "mean-field-f
 CHILD = r"""
 import json, sys
 from sbn_ppl import SBNParams, load_dataset
-from sbn_ppl.fitting import fit
+from sbn_ppl.engine.fitting import fit
 from sbn_ppl.inference import get_method
 
 label, data, arch, seconds, batch = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])

@@ -36,7 +36,7 @@ from sbn_ppl import SBNParams
 from sbn_ppl.inference.rws import numpyro as rws_jax
 from sbn_ppl.inference.rws.pyro import ReweightedWakeSleep, rws_method
 from sbn_ppl.models import pyro_sbn
-from sbn_ppl.runner import runner_for
+from sbn_ppl.engine.runner import runner_for
 
 BATCH = 100
 N_DATA = 1000

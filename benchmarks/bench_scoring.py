@@ -1,8 +1,8 @@
 """Importance sampling at benchmark scale: microseconds per particle at 784-200-200.
 
 Scores a seeded random subset of the binarized-MNIST test images with K particles per
-image, by the jitted streaming sampler (``sbn_ppl.inference.scoring.importance``) and by
-the float64 NumPy reference (``sbn_ppl.evaluation.importance_log_likelihood``), side by
+image, by the jitted streaming sampler (``sbn_ppl.yardstick.importance``) and by
+the float64 NumPy reference (``sbn_ppl.yardstick.estimates.importance_log_likelihood``), side by
 side in one run, and prints the cost per particle (one particle = one ``h ~ q(. | x)`` and
 one ``log p(x, h) - log q(h | x)``), its ratio, and the projected time for the papers'
 yardstick (all 10,000 test images at K = 5,000).
@@ -60,9 +60,10 @@ def main(argv=None) -> None:
 
     import jax
 
-    from sbn_ppl import SBNParams, evaluation
-    from sbn_ppl.data import random_subset
-    from sbn_ppl.inference.scoring import importance
+    from sbn_ppl import SBNParams
+    from sbn_ppl.yardstick import estimates
+    from sbn_ppl.base.arrays import random_subset
+    from sbn_ppl.yardstick.defaults import importance
 
     test = np.load(args.data or default_data())["test"]
     x = random_subset(np.asarray(test, dtype=np.float32), args.points, args.seed)
@@ -89,7 +90,7 @@ def main(argv=None) -> None:
         ll, w, c = timed(lambda: importance.is_log_likelihood(params, xs, args.guide, args.k, args.seed))
         rows["jax"].append((w / (len(xs) * args.k), c / (len(xs) * args.k)))
         results["jax"].append(ll)
-        ll, w, c = timed(lambda: evaluation.importance_log_likelihood(params, xs, args.guide, args.numpy_k, args.seed))
+        ll, w, c = timed(lambda: estimates.importance_log_likelihood(params, xs, args.guide, args.numpy_k, args.seed))
         rows["numpy"].append((w / (len(xs) * args.numpy_k), c / (len(xs) * args.numpy_k)))
         results["numpy"].append(ll)
     load_end = os.getloadavg()[0]
@@ -117,8 +118,8 @@ def main(argv=None) -> None:
     print(f"target: <= 15 µs per particle on 2 cores (<= 15 min for the whole test set); load average at end "
           f"{load_end:.1f}")
     if args.posthoc_steps:
-        from sbn_ppl.inference.scoring import POSTHOC_BATCH_SIZE, POSTHOC_PARTICLES, POSTHOC_STEPS
-        from sbn_ppl.inference.scoring.posthoc import fit_posthoc_guide
+        from sbn_ppl.yardstick.defaults import POSTHOC_BATCH_SIZE, POSTHOC_PARTICLES, POSTHOC_STEPS
+        from sbn_ppl.yardstick.posthoc import fit_posthoc_guide
 
         train = random_subset(np.asarray(np.load(args.data or default_data())["train"], dtype=np.float32), 5000,
                               args.seed)

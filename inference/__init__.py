@@ -8,7 +8,7 @@ imports neither JAX nor torch. Registering a folder is one line below.
 from __future__ import annotations
 
 import importlib
-from sbn_ppl.methods import BACKENDS, Entry, Method
+from sbn_ppl.base.methods import BACKENDS, Entry, Method
 
 from . import fixed_point, mean_field, neal, nvil, rws, vimco
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpyro
 
-from sbn_ppl.architecture import site_name
+from sbn_ppl.base.architecture import site_name
 from sbn_ppl.models.mean_field_local import local_keys
 from sbn_ppl.models.numpyro_sbn import Bernoulli, _data_plate, _params
 

@@ -5,7 +5,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from sbn_ppl.architecture import site_name
+from sbn_ppl.base.architecture import site_name
 from sbn_ppl.models.mean_field_local import local_keys
 from sbn_ppl.models.pyro_sbn import _as_index, _data_plate, _params
 

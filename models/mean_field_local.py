@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sbn_ppl.params import SBNParams
+from sbn_ppl.base.params import SBNParams
 
 
 def local_keys(arch) -> list[str]:

@@ -23,9 +23,9 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 
-from sbn_ppl import pytrees
-from sbn_ppl.architecture import Architecture, site_name
-from sbn_ppl.params import SBNParams, generative_keys, mean_field_keys, recognition_keys
+import sbn_ppl.base.pytrees as pytrees
+from sbn_ppl.base.architecture import Architecture, site_name
+from sbn_ppl.base.params import SBNParams, generative_keys, mean_field_keys, recognition_keys
 
 # SBNParams is a pytree (leaves: its arrays; static: its architecture), registered explicitly.
 pytrees.register()

@@ -25,8 +25,8 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
-from sbn_ppl.architecture import Architecture, site_name
-from sbn_ppl.params import SBNParams, generative_keys, mean_field_keys, recognition_keys
+from sbn_ppl.base.architecture import Architecture, site_name
+from sbn_ppl.base.params import SBNParams, generative_keys, mean_field_keys, recognition_keys
 
 # -- pure densities ------------------------------------------------------------------------
 

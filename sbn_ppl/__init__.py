@@ -5,21 +5,17 @@
 (``sbn_ppl.models.numpyro_sbn``) imports JAX, each when you import it; ``compare``,
 ``score`` and ``report`` import what they need when first used.
 """
-from .architecture import Architecture
-from .data import Dataset, load_dataset, validate_binary
-from .evaluation import (
-    LogLikelihood,
-    exact_kl,
-    exact_log_likelihood,
-    importance_log_likelihood,
-    posterior_marginals,
-)
-from .params import SBNParams
+from sbn_ppl.base.architecture import Architecture
+from sbn_ppl.base.data import load_dataset
+from sbn_ppl.base.arrays import Dataset, validate_binary
+from sbn_ppl.yardstick.exact import exact_kl, exact_log_likelihood, posterior_marginals
+from sbn_ppl.yardstick.estimates import LogLikelihood, importance_log_likelihood
+from sbn_ppl.base.params import SBNParams
 
-__version__ = "0.2.0"
+from sbn_ppl.base.version import __version__  # noqa: F401  (the package's version)
 
-_LAZY = {"compare": ".harness", "score": ".yardstick", "fit": ".fitting", "get_method": ".inference",
-         "report": ".reporting", "random_subset": ".data", "posthoc_guide": ".yardstick"}
+_LAZY = {"compare": ".comparison.harness", "score": ".yardstick", "fit": ".engine.fitting", "get_method": ".inference",
+         "report": ".comparison.reporting", "random_subset": ".base.arrays", "posthoc_guide": ".yardstick"}
 
 
 def __getattr__(name):

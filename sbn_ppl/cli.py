@@ -1,7 +1,7 @@
 """``sbn-ppl``: the command line. Errors are one line on stderr and exit status 2.
 
 The flags of ``fit`` come from the registered methods' option schemas, and those of
-``compare`` from :class:`~sbn_ppl.config.CompareConfig`: nothing here is kept in sync by hand.
+``compare`` from :class:`~sbn_ppl.comparison.config.CompareConfig`: nothing here is kept in sync by hand.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from . import __version__
+from sbn_ppl.base.version import __version__
 
 COMPARE_DEFAULT_OUT = "runs/compare"
 FIT_DEFAULT_OUT = "runs/fit"
@@ -44,17 +44,17 @@ def _cmd_info(args) -> None:
     except ImportError:
         devices["jax"] = None
     info["devices"] = devices
-    from .inference import backends_of, method_names
+    from sbn_ppl.inference import backends_of, method_names
 
     info["methods"] = {name: backends_of(name) for name in method_names()}
     print(json.dumps(info, indent=2))
 
 
 def _cmd_sample(args) -> None:
-    from . import density
-    from .files import write_atomic
-    from .params import SBNParams
-    from .resources import check_memory
+    import sbn_ppl.base.density as density
+    from sbn_ppl.base.files import write_atomic
+    from sbn_ppl.base.params import SBNParams
+    from sbn_ppl.base.resources import check_memory
 
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
@@ -77,9 +77,10 @@ def _cmd_sample(args) -> None:
 
 # -- evaluate ------------------------------------------------------------------------------------
 def _cmd_evaluate(args) -> None:
-    from .data import load_dataset, random_subset
-    from .params import SBNParams
-    from .yardstick import score
+    from sbn_ppl.base.data import load_dataset
+    from sbn_ppl.base.arrays import random_subset
+    from sbn_ppl.base.params import SBNParams
+    from sbn_ppl.yardstick import score
 
     params = SBNParams.load(args.params)
     data = load_dataset(args.data, width=params.architecture.visible_size)
@@ -152,12 +153,12 @@ def _finite(value):
 
 # -- fit -----------------------------------------------------------------------------------------
 def _cmd_fit(args) -> None:
-    from .architecture import Architecture
-    from .config import DEFAULT_HIDDEN
-    from .data import load_dataset
-    from .fitting import fit
-    from .inference import get_method
-    from .params import SBNParams
+    from sbn_ppl.base.architecture import Architecture
+    from sbn_ppl.comparison.config import DEFAULT_HIDDEN
+    from sbn_ppl.base.data import load_dataset
+    from sbn_ppl.engine.fitting import fit
+    from sbn_ppl.inference import get_method
+    from sbn_ppl.base.params import SBNParams
 
     method = get_method(args.method, args.backend)
     data = load_dataset(args.data)
@@ -196,7 +197,7 @@ def _fit_options(args, method) -> dict:
 
 
 def _method_schema():
-    from .inference import option_schema
+    from sbn_ppl.inference import option_schema
 
     return option_schema()
 
@@ -248,7 +249,7 @@ def _parse_value(text: str):
 def compare_arguments(args) -> dict:
     """The keyword arguments of :func:`sbn_ppl.compare`: the config file's values, then the
     command line's (which win), then the CLI's own default output folder."""
-    from .config import CompareConfig, cli_fields, load_toml
+    from sbn_ppl.comparison.config import CompareConfig, cli_fields, load_toml
 
     merged = dict(load_toml(args.config)) if args.config else {}
     CompareConfig.from_mapping(merged, where=f"config file {args.config!r}")  # names and types, early
@@ -275,9 +276,9 @@ def compare_arguments(args) -> dict:
 
 
 def _cmd_compare(args) -> int:
-    from .harness import compare
-    from .published import published_table
-    from .reporting import markdown_table
+    from sbn_ppl.comparison.harness import compare
+    from sbn_ppl.comparison.published import published_table
+    from sbn_ppl.comparison.reporting import markdown_table
 
     kwargs = compare_arguments(args)
     records = compare(**kwargs)
@@ -322,7 +323,7 @@ def _add_renamed(p, old_to_new: dict) -> None:
 
 
 def _add_compare_flags(p) -> None:
-    from .config import cli_fields
+    from sbn_ppl.comparison.config import cli_fields
 
     for f in cli_fields():
         flag = "--" + f.name.replace("_", "-")
@@ -335,7 +336,7 @@ def _add_compare_flags(p) -> None:
 
 
 def _add_devices_flag(p, help_: str) -> None:
-    from .config import CompareConfig
+    from sbn_ppl.comparison.config import CompareConfig
 
     f = CompareConfig.__dataclass_fields__["devices"]
     p.add_argument("--devices", type=f.metadata["types"][0], default=None, help=help_)
@@ -424,14 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_renamed(p, {"--k": "--is-particles", "--temperatures": "--ais-temperatures", "--chains": "--ais-chains"})
     p.set_defaults(func=_cmd_compare)
 
-    from .reporting import add_report_command
+    from sbn_ppl.comparison.reporting import add_report_command
 
     add_report_command(sub)
     return parser
 
 
 def _entries():
-    from .inference import entries
+    from sbn_ppl.inference import entries
 
     return entries()
 

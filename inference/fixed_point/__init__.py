@@ -4,8 +4,8 @@ sweeps on each data point's ``(mu, xi)`` and by gradient ascent on the weights.
 
 One option schema (NumPy only); ``numpyro.py`` is the jitted JAX method.
 """
-from sbn_ppl.methods import Entry
-from sbn_ppl.options import TRAINING, Option, positive_int
+from sbn_ppl.base.methods import Entry
+from sbn_ppl.base.options import TRAINING, Option, positive_int
 
 ITERATIONS = Option("iterations", 1, positive_int,
                     "damped sweeps of the batch's (mu, xi) (all units at once) before each weight step")

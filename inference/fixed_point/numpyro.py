@@ -71,12 +71,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sbn_ppl.architecture import Architecture
-from sbn_ppl.data import validate_binary
-from sbn_ppl.methods import Batch, Method, Static
-from sbn_ppl.optimizers import optax_optimizer
-from sbn_ppl.params import SBNParams, generative_keys
-from sbn_ppl.resources import check_memory
+from sbn_ppl.base.architecture import Architecture
+from sbn_ppl.base.arrays import validate_binary
+from sbn_ppl.base.methods import Batch, Method, Static
+from sbn_ppl.base.optimizers import optax_optimizer
+from sbn_ppl.base.params import SBNParams, generative_keys
+from sbn_ppl.base.resources import check_memory
 
 from . import BOUND_SWEEPS, FIXED_POINT_OPTIONS
 

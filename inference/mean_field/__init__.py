@@ -12,8 +12,8 @@ its logits, with every log-density scaled by ``N / B``) one step ascends
 
 an unbiased estimate of ``sum_n ELBO_n``; the reported ``objective`` is it divided by
 ``N`` (the ELBO per data point). The hidden units are discrete, so the guide's gradient is
-the score-function estimator with a baseline (:mod:`sbn_ppl.inference.score_function`):
-NumPyro's ``SVI`` with :class:`~sbn_ppl.inference.score_function.numpyro.TraceGraphBaselineELBO`,
+the score-function estimator with a baseline (:mod:`sbn_ppl.inference.shared.score_function`):
+NumPyro's ``SVI`` with :class:`~sbn_ppl.inference.shared.score_function.numpyro.TraceGraphBaselineELBO`,
 Pyro's ``SVI`` with its stock ``TraceGraph_ELBO`` and ``infer["baseline"]``.
 
 Options (one schema for both backends):
@@ -31,10 +31,10 @@ Options (one schema for both backends):
   amortised ``q_mf_b``/``q_mf_W`` keys: its guide has no ``q(h | x)`` for new data, and
   importance sampling refuses it.
 """
-from sbn_ppl.methods import Entry
-from sbn_ppl.options import TRAINING, Option, boolean, choice, positive_int
+from sbn_ppl.base.methods import Entry
+from sbn_ppl.base.options import TRAINING, Option, boolean, choice, positive_int
 
-from sbn_ppl.inference.score_function import BASELINES
+from sbn_ppl.inference.shared.score_function import BASELINES
 
 AMORTISED = Option("amortised", True, boolean,
                    "amortised guide logit mu = q_mf_b + x @ q_mf_W (else one free logit per training point)")

@@ -3,7 +3,7 @@
 One step is ``svi.update`` on the runner's batch: the model and the guide see the batch's
 rows ``batch.x`` (the local guide also ``batch.index``, to pick its logits), their
 log-densities scaled by ``N / B`` (``handlers.scale``). The loss is
-:class:`~sbn_ppl.inference.score_function.numpyro.TraceGraphBaselineELBO`, the
+:class:`~sbn_ppl.inference.shared.score_function.numpyro.TraceGraphBaselineELBO`, the
 score-function ELBO with the chosen baseline. The step is pure and jittable: the
 ``SVIState`` rides in :class:`MethodState`, the ``SVI`` object in its static :class:`Config`.
 The training set itself is not in the state: a scan carries its state from step to step,
@@ -23,17 +23,17 @@ from jax import random
 from numpyro import handlers
 from numpyro.infer import SVI
 
-from sbn_ppl.architecture import Architecture, site_name
-from sbn_ppl.data import validate_binary
+from sbn_ppl.base.architecture import Architecture, site_name
+from sbn_ppl.base.arrays import validate_binary
 from sbn_ppl.inference.mean_field import MEAN_FIELD_SVI_OPTIONS
-from sbn_ppl.inference.score_function import nvil_init
-from sbn_ppl.inference.score_function.numpyro import TraceGraphBaselineELBO, guide_gradient_moments, with_baselines
-from sbn_ppl.methods import Batch, Method, Static, by_chunks
+from sbn_ppl.inference.shared.score_function import nvil_init
+from sbn_ppl.inference.shared.score_function.numpyro import TraceGraphBaselineELBO, guide_gradient_moments, with_baselines
+from sbn_ppl.base.methods import Batch, Method, Static, by_chunks
 from sbn_ppl.models import numpyro_sbn
 from sbn_ppl.models.local_guides_numpyro import local_mean_field_guide
 from sbn_ppl.models.mean_field_local import local_keys, with_local_params
-from sbn_ppl.optimizers import optax_optimizer
-from sbn_ppl.params import SBNParams, generative_keys, mean_field_keys
+from sbn_ppl.base.optimizers import optax_optimizer
+from sbn_ppl.base.params import SBNParams, generative_keys, mean_field_keys
 
 
 def batch_model(params, x, *, index, num_data: int):
@@ -209,7 +209,7 @@ def _mc_log_weights(params, x, key, num_particles):
 def mean_field_gradient_moments(params: SBNParams, x, baseline: str = "none", *, amortised: bool = True,
                                 index=None, subsample_size: int | None = None, **kwargs):
     """Moments of the one-sample gradient w.r.t. the mean-field guide's parameters
-    (:func:`~sbn_ppl.inference.score_function.numpyro.guide_gradient_moments` on this
+    (:func:`~sbn_ppl.inference.shared.score_function.numpyro.guide_gradient_moments` on this
     method's model and guide).
 
     ``x``: the batch (amortised, no ``index``); or the training set, of which ``index``

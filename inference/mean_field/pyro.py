@@ -5,7 +5,7 @@ One step is ``svi.step`` on the runner's batch: the model and the guide see the 
 rows ``batch.x`` (the local guide also ``batch.index``, to pick its logits), their
 log-densities scaled by ``N / B`` (``poutine.scale``). The loss is Pyro's stock
 score-function ELBO, ``JitTraceGraph_ELBO`` (``jit=True``) or ``TraceGraph_ELBO``, with the
-baselines of :mod:`sbn_ppl.inference.score_function.pyro` set in the guide's ``infer``
+baselines of :mod:`sbn_ppl.inference.shared.score_function.pyro` set in the guide's ``infer``
 dicts. The parameters live in the runner's param store scope.
 """
 from __future__ import annotations
@@ -17,16 +17,16 @@ import pyro
 import torch
 from pyro import poutine
 
-from sbn_ppl.architecture import site_name
-from sbn_ppl.data import validate_binary
+from sbn_ppl.base.architecture import site_name
+from sbn_ppl.base.arrays import validate_binary
 from sbn_ppl.inference.mean_field import MEAN_FIELD_SVI_OPTIONS
-from sbn_ppl.inference.score_function.pyro import NVILBaseline, guide_gradient_moments, with_baselines
-from sbn_ppl.methods import Batch, Method, by_chunks
+from sbn_ppl.inference.shared.score_function.pyro import NVILBaseline, guide_gradient_moments, with_baselines
+from sbn_ppl.base.methods import Batch, Method, by_chunks
 from sbn_ppl.models import pyro_sbn
 from sbn_ppl.models.local_guides_pyro import local_mean_field_guide
 from sbn_ppl.models.mean_field_local import local_keys, with_local_params
-from sbn_ppl.optimizers import pyro_optimizer
-from sbn_ppl.params import SBNParams, generative_keys, mean_field_keys
+from sbn_ppl.base.optimizers import pyro_optimizer
+from sbn_ppl.base.params import SBNParams, generative_keys, mean_field_keys
 
 
 def batch_model(params, x, *, index, num_data: int):
@@ -170,7 +170,7 @@ def mc_elbo(params: SBNParams, x, num_particles: int = 1000, seed: int = 0) -> t
 def mean_field_gradient_moments(params: SBNParams, x, baseline: str = "none", *, amortised: bool = True,
                                 index=None, subsample_size: int | None = None, **kwargs):
     """Moments of the one-sample ``TraceGraph_ELBO`` gradient w.r.t. the mean-field guide's
-    parameters (:func:`~sbn_ppl.inference.score_function.pyro.guide_gradient_moments` on this
+    parameters (:func:`~sbn_ppl.inference.shared.score_function.pyro.guide_gradient_moments` on this
     method's model and guide).
 
     ``x``: the batch (amortised, no ``index``); or the training set, of which ``index``

@@ -1,12 +1,12 @@
 """Neal's (1992) learning rule: persistent Gibbs chains, then a gradient step up ``log p(x, h)``.
 
 One option schema for every backend (NumPy only). ``numpyro.py`` advances the chains with
-our incremental sweep in JAX (:mod:`sbn_ppl.inference.gibbs.numpyro`), ``pyro.py`` with its
+our incremental sweep in JAX (:mod:`sbn_ppl.inference.shared.gibbs.numpyro`), ``pyro.py`` with its
 torch twin; ``discrete_hmc_gibbs.py`` is the same rule with NumPyro's stock
 ``DiscreteHMCGibbs`` as the posterior sampler (``numpyro-discrete-gibbs``, small nets only).
 """
-from sbn_ppl.methods import Entry
-from sbn_ppl.options import TRAINING, Option, positive_int
+from sbn_ppl.base.methods import Entry
+from sbn_ppl.base.options import TRAINING, Option, positive_int
 
 SWEEPS = Option("sweeps", 1, positive_int, "Gibbs sweeps of the batch's chains per learning step")
 CHAINS = Option("chains", 1, positive_int, "persistent Gibbs chains per training case")

@@ -30,12 +30,12 @@ import jax.numpy as jnp
 import optax
 from numpyro import handlers
 
-from sbn_ppl.architecture import Architecture, site_name
+from sbn_ppl.base.architecture import Architecture, site_name
 from sbn_ppl.inference.neal import STOCK_OPTIONS
 from sbn_ppl.inference.neal import numpyro as neal_jax
-from sbn_ppl.methods import Batch, Method, Static
+from sbn_ppl.base.methods import Batch, Method, Static
 from sbn_ppl.models import numpyro_sbn
-from sbn_ppl.params import SBNParams
+from sbn_ppl.base.params import SBNParams
 
 
 def _is_param(site) -> bool:

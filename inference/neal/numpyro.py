@@ -7,7 +7,7 @@ The gradient of the data log-likelihood is a posterior expectation (the README, 
 Neal keeps one persistent Gibbs chain per training case (here ``chains`` per case). A
 learning step on the runner's batch (training indices ``batch.index``, rows ``batch.x``)
 advances those cases' chains by ``sweeps`` sweeps of
-:func:`sbn_ppl.inference.gibbs.numpyro.step` under the current weights ``theta``, then
+:func:`sbn_ppl.inference.shared.gibbs.numpyro.step` under the current weights ``theta``, then
 moves ``theta`` up the mean over the batch and its chains of ``grad log p(x_n, h_nc)`` at
 the new chain states, with an optax optimiser::
 
@@ -19,7 +19,7 @@ The chains of the other training cases wait, frozen, for their next batch.
 * :func:`init_state`, :func:`step`, :func:`get_params`: the method's pure functions
   (``step`` is jittable: the runner ``lax.scan``\\ s it); :func:`gradient`: the learning
   signal at given states; :func:`advance_chains`: the sweeps.
-* :func:`method`: the ``"gibbs"`` :class:`~sbn_ppl.methods.Method` (NumPyro backend).
+* :func:`method`: the ``"gibbs"`` :class:`~sbn_ppl.base.methods.Method` (NumPyro backend).
 """
 from __future__ import annotations
 
@@ -30,13 +30,13 @@ import jax.numpy as jnp
 import optax
 from jax import lax, random
 
-from sbn_ppl.architecture import Architecture
-from sbn_ppl.inference.gibbs import numpyro as gibbs_jax
+from sbn_ppl.base.architecture import Architecture
+from sbn_ppl.inference.shared.gibbs import numpyro as gibbs_jax
 from sbn_ppl.inference.neal import GIBBS_OPTIONS
-from sbn_ppl.methods import Batch, Method, Static
+from sbn_ppl.base.methods import Batch, Method, Static
 from sbn_ppl.models import numpyro_sbn
-from sbn_ppl.optimizers import optax_optimizer
-from sbn_ppl.params import SBNParams
+from sbn_ppl.base.optimizers import optax_optimizer
+from sbn_ppl.base.params import SBNParams
 
 
 class Config(NamedTuple):

@@ -2,7 +2,7 @@
 
 The same rule as :mod:`sbn_ppl.inference.neal.numpyro`: ``chains`` persistent Gibbs chains
 per training case; a step on the runner's batch advances the chains of ``batch.index`` by
-``sweeps`` sweeps of :func:`sbn_ppl.inference.gibbs.pyro.step`, then takes a
+``sweeps`` sweeps of :func:`sbn_ppl.inference.shared.gibbs.pyro.step`, then takes a
 ``torch.optim`` step up the batch mean of ``grad log p(x, h)`` at the new states,
 ``log p(x, h)`` being :func:`sbn_ppl.models.pyro_sbn.log_joint`, the Pyro model's density::
 
@@ -19,12 +19,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from sbn_ppl.inference.gibbs import pyro as gibbs_torch
+from sbn_ppl.inference.shared.gibbs import pyro as gibbs_torch
 from sbn_ppl.inference.neal import GIBBS_OPTIONS
-from sbn_ppl.methods import Batch, Method
+from sbn_ppl.base.methods import Batch, Method
 from sbn_ppl.models import pyro_sbn
-from sbn_ppl.optimizers import torch_optimizer
-from sbn_ppl.params import SBNParams, generative_keys
+from sbn_ppl.base.optimizers import torch_optimizer
+from sbn_ppl.base.params import SBNParams, generative_keys
 
 
 class NealState(NamedTuple):

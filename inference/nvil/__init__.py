@@ -60,8 +60,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sbn_ppl.methods import Entry
-from sbn_ppl.options import TRAINING, Option, boolean, positive_int, unit_interval
+from sbn_ppl.base.methods import Entry
+from sbn_ppl.base.options import TRAINING, Option, boolean, positive_int, unit_interval
 
 BASELINE_HIDDEN = Option("baseline_hidden", 100, positive_int,
                          "tanh units of each input-dependent baseline net b_l (NVIL: 100)")

@@ -2,7 +2,7 @@
 folder's ``__init__``).
 
 The algorithm is one pure, jittable kernel ``nvil_step(key, state, x, ...) -> (state, info)``
-(BlackJAX style). :func:`nvil_method` is the :class:`~sbn_ppl.methods.Method` record around
+(BlackJAX style). :func:`nvil_method` is the :class:`~sbn_ppl.base.methods.Method` record around
 it. The runner owns the loop and the batches.
 
 For a batch of B data points, one ``h_n ~ q(. | x_n)`` each, with per-layer densities
@@ -33,13 +33,13 @@ import numpy as np
 import optax
 from jax.lax import stop_gradient
 
-from sbn_ppl.architecture import Architecture
-from sbn_ppl.data import validate_binary
+from sbn_ppl.base.architecture import Architecture
+from sbn_ppl.base.arrays import validate_binary
 from sbn_ppl.inference.nvil import BOUND_SAMPLES, NVIL_OPTIONS, SignalTerms, baseline_init, signal_terms
-from sbn_ppl.methods import Batch, Method, Static, by_chunks
+from sbn_ppl.base.methods import Batch, Method, Static, by_chunks
 from sbn_ppl.models.numpyro_sbn import bernoulli_log_prob, preactivation, recognition_logits
-from sbn_ppl.optimizers import optax_optimizer
-from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
+from sbn_ppl.base.optimizers import optax_optimizer
+from sbn_ppl.base.params import SBNParams, generative_keys, recognition_keys
 
 
 class SignalStats(NamedTuple):
@@ -176,7 +176,7 @@ def nvil_step(key, state: NVILState, x, *, arch: Architecture, optimizer: optax.
 
     :param key: PRNG key for the samples ``h ~ q(. | x)``.
     :param state: :class:`NVILState`.
-    :param arch: the network's :class:`~sbn_ppl.architecture.Architecture` (static).
+    :param arch: the network's :class:`~sbn_ppl.base.architecture.Architecture` (static).
     :param optimizer: an optax transformation over ``(params, baseline)``.
     :param terms: the signals' terms; ``decay``: alpha of ``C, v``; ``variance_normalisation``.
     :returns: ``(state, NVILInfo)``.

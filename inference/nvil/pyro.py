@@ -40,7 +40,7 @@ step of ``TraceGraph_ELBO``, which turns each site's cost into its score-functio
 ``local_signals=False`` gives every site the whole per-point ``log p(x, h) - log q(h | x)``.
 The site's only baseline, on the first hidden site, and one ``(C, v)`` serve them all.
 
-:func:`nvil_method` wraps it as a :class:`sbn_ppl.methods.Method` on
+:func:`nvil_method` wraps it as a :class:`sbn_ppl.base.methods.Method` on
 :mod:`sbn_ppl.models.pyro_sbn`. The runner supplies the batches, the param-store scope and
 the RNG.
 """
@@ -62,13 +62,13 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from pyro.util import check_if_enumerated, warn_if_nan
 
-from sbn_ppl.architecture import site_name
-from sbn_ppl.data import validate_binary
+from sbn_ppl.base.architecture import site_name
+from sbn_ppl.base.arrays import validate_binary
 from sbn_ppl.inference.nvil import BOUND_SAMPLES, NVIL_OPTIONS, baseline_init, signal_terms
-from sbn_ppl.methods import Batch, Method
+from sbn_ppl.base.methods import Batch, Method
 from sbn_ppl.models import pyro_sbn
-from sbn_ppl.optimizers import torch_optimizer
-from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
+from sbn_ppl.base.optimizers import torch_optimizer
+from sbn_ppl.base.params import SBNParams, generative_keys, recognition_keys
 
 # -- the baselines ---------------------------------------------------------------------------
 

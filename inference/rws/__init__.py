@@ -4,8 +4,8 @@ One option schema for both backends (NumPy only): ``numpyro.py`` is the jitted J
 the NumPyro model's densities, ``pyro.py`` a Pyro ``ELBO`` used like
 ``pyro.infer.ReweightedWakeSleep`` (and the stock class itself as ``pyro-rws``).
 """
-from sbn_ppl.methods import Entry
-from sbn_ppl.options import TRAINING, Option, optional_positive_int, positive_int, unit_interval
+from sbn_ppl.base.methods import Entry
+from sbn_ppl.base.options import TRAINING, Option, optional_positive_int, positive_int, unit_interval
 
 K = Option("k", 5, positive_int, "particles K per data point (importance samples from the recognition network)")
 INSOMNIA = Option("insomnia", 1.0, unit_interval, "weight of wake-phi against sleep-phi in the guide's update")

@@ -2,7 +2,7 @@
 
 The algorithm is one pure, jittable kernel ``rws_step(key, state, x, ...) -> (state, info)``
 (BlackJAX style); :func:`rws_method` and :func:`wake_sleep_method` are the
-:class:`~sbn_ppl.methods.Method` records around it (the runner owns the loop and the batches).
+:class:`~sbn_ppl.base.methods.Method` records around it (the runner owns the loop and the batches).
 
 Math (Bornschein & Bengio 2015; Le et al. 2019), for a batch of B data points, with K
 particles ``h_nk ~ q(. | x_n)`` from the recognition network and ``log w_nk = log p(x_n,
@@ -26,13 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sbn_ppl.architecture import Architecture
-from sbn_ppl.data import validate_binary
+from sbn_ppl.base.architecture import Architecture
+from sbn_ppl.base.arrays import validate_binary
 from sbn_ppl.inference.rws import RWS_OPTIONS, WAKE_SLEEP_OPTIONS
-from sbn_ppl.methods import Batch, Method, Static, by_chunks
-from sbn_ppl.optimizers import optax_optimizer
+from sbn_ppl.base.methods import Batch, Method, Static, by_chunks
+from sbn_ppl.base.optimizers import optax_optimizer
 from sbn_ppl.models.numpyro_sbn import bernoulli_log_prob, log_joint, preactivation, recognition_logits
-from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
+from sbn_ppl.base.params import SBNParams, generative_keys, recognition_keys
 
 
 class RWSState(NamedTuple):
@@ -144,7 +144,7 @@ def rws_step(key, state: RWSState, x, *, arch: Architecture, optimizer: optax.Gr
     :param key: PRNG key for the particles and the dreams.
     :param state: :class:`RWSState`.
     :param x: the batch of binary data points.
-    :param arch: the network's :class:`~sbn_ppl.architecture.Architecture` (static).
+    :param arch: the network's :class:`~sbn_ppl.base.architecture.Architecture` (static).
     :param optimizer: an optax transformation; theta descends the wake-theta loss and phi the phi loss.
     :param k: particles per data point K; ``insomnia``: weight of wake-phi against sleep-phi;
         ``num_sleep_particles``: dreams per data point S (default K).

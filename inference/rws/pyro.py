@@ -20,11 +20,10 @@ batch before weighting, i.e. weights the K particles for the batch as *one* obse
 (its docstring: "Mini-batch training is not supported yet").
 
 :class:`WakeSleep` is Hinton et al. (1995): K = 1 and sleep-phi only.
-The factories at the bottom wrap both, and the stock class, as :class:`sbn_ppl.methods.Method`
+The factories at the bottom wrap both, and the stock class, as :class:`sbn_ppl.base.methods.Method`
 records (``rws``, ``wake-sleep``, ``pyro-rws``; options: this folder's ``__init__``): the runner
 owns the loop, the batches, the param store scope and the RNG; a step runs one
 ``loss_and_grads`` on the runner's batch and steps one optimiser for theta and one for phi.
-:func:`guide_importance_log_likelihood` scores any Pyro guide of the model by importance sampling.
 """
 from __future__ import annotations
 
@@ -41,14 +40,13 @@ from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match, warn_if_nan
 
-from sbn_ppl.data import validate_binary
-from sbn_ppl.evaluation import LogLikelihood, log_mean_exp
+from sbn_ppl.base.arrays import validate_binary
 from sbn_ppl.inference.rws import RWS_OPTIONS, STOCK_OPTIONS, WAKE_SLEEP_OPTIONS
-from sbn_ppl.methods import Batch, Method
+from sbn_ppl.base.methods import Batch, Method
 from sbn_ppl.models import pyro_sbn
-from sbn_ppl.optimizers import torch_optimizer
-from sbn_ppl.options import optional_positive_int, positive_int, unit_interval
-from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
+from sbn_ppl.base.optimizers import torch_optimizer
+from sbn_ppl.base.options import optional_positive_int, positive_int, unit_interval
+from sbn_ppl.base.params import SBNParams, generative_keys, recognition_keys
 
 _PARTICLES, _SLEEP_PARTICLES = "num_particles_vectorized", "num_sleep_particles_vectorized"
 
@@ -217,32 +215,6 @@ class ReweightedWakeSleep(ELBO):
         if total.requires_grad:
             total.backward()
         return wake_theta_loss.detach().item(), phi_loss.detach().item()
-
-
-def guide_importance_log_likelihood(model, guide, *args, num_particles: int = 1000, particles_per_batch: int = 100,
-                              seed: int = 0, max_plate_nesting: int = 2, **kwargs) -> LogLikelihood:
-    """Importance-sampled ``log p(x_n)`` with **any** Pyro guide of the model, per data point.
-
-    ``log (1/K) sum_k p(x_n, h_nk) / q(h_nk | x_n)``, ``h_nk ~ q``, for every point of the
-    model's ``"data"`` plate; ``model(*args, **kwargs)`` and ``guide(*args, **kwargs)`` are
-    traced ``particles_per_batch`` particles at a time (memory stays bounded for any K),
-    with the values of Pyro's param store. The standard error is the delta-method one.
-    Seeded: the global torch RNG is restored afterwards.
-    """
-    if isinstance(num_particles, bool) or int(num_particles) != num_particles or num_particles < 1:
-        raise ValueError(f"the number of importance samples must be an integer >= 1, got {num_particles!r}")
-    if particles_per_batch < 1:
-        raise ValueError(f"particles_per_batch must be at least 1, got {particles_per_batch}")
-    sizes = [min(particles_per_batch, num_particles - k0) for k0 in range(0, num_particles, particles_per_batch)]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        chunks = (
-            ReweightedWakeSleep(num_particles=k, max_plate_nesting=max_plate_nesting)
-            .log_weights(model, guide, *args, **kwargs).double().cpu().numpy()
-            for k in sizes
-        )
-        estimate, stderr = log_mean_exp(chunks)
-    return LogLikelihood(estimate, stderr, f"is(K={num_particles},pyro guide)")
 
 
 class WakeSleep(ReweightedWakeSleep):

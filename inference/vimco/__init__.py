@@ -17,8 +17,8 @@ One option schema for both backends (NumPy only): ``numpyro.py`` is a jitted JAX
 the NumPyro model's densities; ``pyro.py`` a Pyro ``ELBO`` used like
 ``pyro.infer.ReweightedWakeSleep`` (``SVI(model, guide, optim, loss=VIMCO(num_particles=K))``).
 """
-from sbn_ppl.methods import Entry
-from sbn_ppl.options import TRAINING, Option, positive_int
+from sbn_ppl.base.methods import Entry
+from sbn_ppl.base.options import TRAINING, Option, positive_int
 
 
 def at_least_two(value, name: str) -> int:

@@ -1,7 +1,7 @@
 """VIMCO in pure JAX, on the NumPyro model's densities (Mnih & Rezende 2016).
 
 The algorithm is one pure, jittable kernel ``vimco_step(key, state, x, ...) -> (state, info)``
-(BlackJAX style); :func:`vimco_method` is the :class:`~sbn_ppl.methods.Method` record around
+(BlackJAX style); :func:`vimco_method` is the :class:`~sbn_ppl.base.methods.Method` record around
 it (the runner owns the loop and the batches).
 
 Math, for a batch of B data points, with K particles ``h_nk ~ q(. | x_n)`` from the
@@ -29,13 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sbn_ppl.architecture import Architecture
-from sbn_ppl.data import validate_binary
+from sbn_ppl.base.architecture import Architecture
+from sbn_ppl.base.arrays import validate_binary
 from sbn_ppl.inference.vimco import VIMCO_OPTIONS
-from sbn_ppl.methods import Batch, Method, Static, by_chunks
+from sbn_ppl.base.methods import Batch, Method, Static, by_chunks
 from sbn_ppl.models.numpyro_sbn import bernoulli_log_prob, log_joint, recognition_logits
-from sbn_ppl.optimizers import optax_optimizer
-from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
+from sbn_ppl.base.optimizers import optax_optimizer
+from sbn_ppl.base.params import SBNParams, generative_keys, recognition_keys
 
 
 class VIMCOState(NamedTuple):
@@ -159,7 +159,7 @@ def vimco_step(key, state: VIMCOState, x, *, arch: Architecture, optimizer: opta
     :param key: PRNG key for the particles.
     :param state: :class:`VIMCOState`.
     :param x: the batch of binary data points.
-    :param arch: the network's :class:`~sbn_ppl.architecture.Architecture` (static).
+    :param arch: the network's :class:`~sbn_ppl.base.architecture.Architecture` (static).
     :param optimizer: an optax transformation (it descends ``-(1/B) sum_n S_n``).
     :param k: particles per data point K >= 2 (static).
     :returns: ``(state, VIMCOInfo)``.

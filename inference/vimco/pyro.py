@@ -18,7 +18,7 @@ unbiased estimate of the full-data loss. ``S_n`` equals ``L_n`` in value (the lo
 ``-s sum_n L_n``); its gradient is VIMCO's: ``sum_k w~_nk grad log p(x_n, h_nk)`` in theta,
 ``sum_k [(L_n - L_n,-k) - w~_nk] grad log q(h_nk | x_n)`` in phi, one objective for both.
 
-:func:`vimco_method` wraps it as a :class:`sbn_ppl.methods.Method` on
+:func:`vimco_method` wraps it as a :class:`sbn_ppl.base.methods.Method` on
 :mod:`sbn_ppl.models.pyro_sbn` (the runner supplies the batches, the param-store scope
 and the RNG).
 """
@@ -36,12 +36,12 @@ from pyro.infer.elbo import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.util import warn_if_nan
 
-from sbn_ppl.data import validate_binary
+from sbn_ppl.base.arrays import validate_binary
 from sbn_ppl.inference.vimco import VIMCO_OPTIONS
-from sbn_ppl.methods import Batch, Method
+from sbn_ppl.base.methods import Batch, Method
 from sbn_ppl.models import pyro_sbn
-from sbn_ppl.optimizers import torch_optimizer
-from sbn_ppl.params import SBNParams, generative_keys, recognition_keys
+from sbn_ppl.base.optimizers import torch_optimizer
+from sbn_ppl.base.params import SBNParams, generative_keys, recognition_keys
 
 # -- the estimator -------------------------------------------------------------------------
 

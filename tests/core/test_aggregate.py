@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from sbn_ppl.aggregate import (
+from sbn_ppl.comparison.aggregate import (
     curve_band,
     normal_interval,
     paired_difference,

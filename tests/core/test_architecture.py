@@ -1,7 +1,7 @@
 import pytest
 
 from sbn_ppl import Architecture
-from sbn_ppl.architecture import site_name
+from sbn_ppl.base.architecture import site_name
 
 
 def test_parse_bottom_up_widths():

@@ -5,7 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from sbn_ppl import SBNParams, evaluation, load_dataset
+from sbn_ppl import SBNParams, load_dataset
+import sbn_ppl.yardstick.exact as enumeration
 from sbn_ppl.cli import main
 
 
@@ -34,7 +35,7 @@ def test_sample_writes_binary_rows(params_file, tmp_path, capsys):
 def test_evaluate_exact_prints_json(params_file, capsys):
     assert main(["evaluate", "--params", str(params_file), "--data", "digits", "--estimator", "exact"]) == 0
     result = json.loads(capsys.readouterr().out)
-    expected = evaluation.exact_log_likelihood(SBNParams.load(params_file), load_dataset("digits").test).mean()
+    expected = enumeration.exact_log_likelihood(SBNParams.load(params_file), load_dataset("digits").test).mean()
     assert result["log_likelihood"] == pytest.approx(expected, rel=1e-12)
     assert result["estimator"] == "exact" and result["n"] == 359 and result["stderr"] == 0
 

@@ -9,9 +9,9 @@ import pytest
 
 from sbn_ppl import cli, inference
 from sbn_ppl.cli import build_parser, compare_arguments, main
-from sbn_ppl.config import CompareConfig, cli_fields, load_toml
-from sbn_ppl.methods import Entry, Method
-from sbn_ppl.options import LR, Option, positive_float
+from sbn_ppl.comparison.config import CompareConfig, cli_fields, load_toml
+from sbn_ppl.base.methods import Entry, Method
+from sbn_ppl.base.options import LR, Option, positive_float
 
 DATA = "synthetic:16-6-3:0"
 RUNS = []  # (method name, options) of every run of the test-only methods below
@@ -166,7 +166,7 @@ def test_bad_options_are_one_line_errors(args, message, tmp_path):
 def test_the_example_config_names_real_methods_and_options():
     from pathlib import Path
 
-    from sbn_ppl.harness import method_options, plan
+    from sbn_ppl.comparison.harness import method_options, plan
 
     example = Path(__file__).resolve().parents[2] / "examples" / "compare.toml"
     kwargs = compare_arguments(build_parser().parse_args(["compare", "--config", str(example)]))
@@ -179,7 +179,7 @@ def test_the_example_config_names_real_methods_and_options():
 def test_every_example_config_is_valid(name):
     from pathlib import Path
 
-    from sbn_ppl.harness import method_options, plan
+    from sbn_ppl.comparison.harness import method_options, plan
 
     raw = load_toml(Path(__file__).resolve().parents[2] / "examples" / name)
     config = CompareConfig.from_mapping(raw, where=name)

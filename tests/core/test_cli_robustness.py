@@ -117,7 +117,7 @@ def test_a_finished_run_is_not_overwritten_and_resume_continues(tmp_path, capsys
 
 
 def test_a_folder_in_use_is_locked(tmp_path):
-    from sbn_ppl.rundir import RunDir
+    from sbn_ppl.engine.rundir import RunDir
 
     with RunDir(tmp_path / "run"):
         with pytest.raises(ValueError, match="in use by another run"):
@@ -127,8 +127,8 @@ def test_a_folder_in_use_is_locked(tmp_path):
 def test_a_seconds_budget_alone_has_no_step_cap():
     """A cheap step (no compilation): 1.5 s of training stops by the clock (within one step's
     time or 2% of the budget), not at the old default cap of 1,000 steps."""
-    from sbn_ppl.fitting import fit
-    from sbn_ppl.methods import Method
+    from sbn_ppl.engine.fitting import fit
+    from sbn_ppl.base.methods import Method
 
     method = Method("cheap", "pyro", lambda key, p, o, train: p, lambda key, p, b: (p, {"objective": 0.0}),
                     lambda p: p, jit=False)

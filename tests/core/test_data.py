@@ -3,8 +3,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from sbn_ppl import evaluation, load_dataset, validate_binary
-from sbn_ppl.data import DIGITS_THRESHOLD, random_subset, read_text_matrix, subset_indices
+from sbn_ppl import load_dataset, validate_binary
+import sbn_ppl.yardstick.exact as enumeration
+from sbn_ppl.base.data import DIGITS_THRESHOLD
+from sbn_ppl.base.arrays import random_subset, read_text_matrix, subset_indices
 
 
 def test_digits_is_embedded_binarised_and_split_fixed():
@@ -27,7 +29,7 @@ def test_synthetic_comes_with_its_teacher():
     np.testing.assert_array_equal(d.train, load_dataset("synthetic:8-4-2:3").train)
     assert not np.array_equal(d.train, load_dataset("synthetic:8-4-2:4").train)
     # the teacher's exact held-out log-likelihood is available, and is the best achievable
-    ll = evaluation.exact_log_likelihood(d.teacher, d.test).mean()
+    ll = enumeration.exact_log_likelihood(d.teacher, d.test).mean()
     assert np.isfinite(ll) and ll > -8 * np.log(2)
 
 

@@ -15,8 +15,9 @@ import warnings
 import numpy as np
 import pytest
 
-from sbn_ppl import datasets, load_dataset
-from sbn_ppl.datasets import ContentHashWarning, content_sha256
+from sbn_ppl import load_dataset
+from sbn_ppl.base import datasets
+from sbn_ppl.base.datasets import ContentHashWarning, content_sha256
 
 ROWS = {"train": 12, "valid": 5, "test": 7}
 WIDTH = 6

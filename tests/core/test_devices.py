@@ -57,7 +57,7 @@ _COMMON = textwrap.dedent("""
 
 _SINGLE = _COMMON + textwrap.dedent("""
     from sbn_ppl import score
-    from sbn_ppl.runner import runner_for
+    from sbn_ppl.engine.runner import runner_for
 
     out = {"device_count": jax.device_count(), "methods": {}}
     for name in sys.argv[1].split(","):
@@ -98,7 +98,7 @@ _SINGLE = _COMMON + textwrap.dedent("""
 """) % {"steps": STEPS}
 
 _MULTI = _COMMON + textwrap.dedent("""
-    from sbn_ppl.fitting import fit
+    from sbn_ppl.engine.fitting import fit
 
     m = get_method("rws", "numpyro")
     r = fit(m, initial(m), train, steps=%(steps)d, batch_size=8, seed=0, out=sys.argv[1], progress=False,
@@ -209,7 +209,7 @@ def test_a_batch_that_does_not_divide_over_the_devices_is_a_one_line_error(singl
 def test_the_pyro_backend_refuses_several_devices():
     from sbn_ppl import SBNParams
     from sbn_ppl.inference import get_method
-    from sbn_ppl.runner import runner_for
+    from sbn_ppl.engine.runner import runner_for
 
     m = get_method("rws", "pyro")
     train = np.zeros((16, 16), np.float32)
@@ -219,7 +219,7 @@ def test_the_pyro_backend_refuses_several_devices():
 
 
 def test_bad_device_counts_are_one_line_errors():
-    from sbn_ppl.sharding import data_mesh
+    from sbn_ppl.engine.sharding import data_mesh
 
     import jax
 
@@ -233,7 +233,7 @@ def test_bad_device_counts_are_one_line_errors():
 
 def test_devices_is_a_compare_setting_and_a_flag(tmp_path):
     from sbn_ppl.cli import build_parser, main
-    from sbn_ppl.config import CompareConfig
+    from sbn_ppl.comparison.config import CompareConfig
 
     assert CompareConfig.from_mapping({"devices": 2}).devices == 2
     with pytest.raises(ValueError, match="devices must be int"):

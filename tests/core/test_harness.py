@@ -15,13 +15,16 @@ import numpy as np
 import pytest
 
 import sbn_ppl
-from sbn_ppl import SBNParams, density, evaluation, harness, load_dataset
-from sbn_ppl.harness import compare, initial_params, plan
-from sbn_ppl import runner
+from sbn_ppl import SBNParams, load_dataset
+from sbn_ppl.base import density
+from sbn_ppl.comparison import harness
+import sbn_ppl.yardstick.exact as enumeration
+from sbn_ppl.comparison.harness import compare, initial_params, plan
+from sbn_ppl.engine import runner
 from sbn_ppl.inference import backends_of, get_method, method_names
-from sbn_ppl.methods import Method
-from sbn_ppl.options import LR, Option, positive_int
-from sbn_ppl.reporting import CSV_FIELDS
+from sbn_ppl.base.methods import Method
+from sbn_ppl.base.options import LR, Option, positive_int
+from sbn_ppl.comparison.reporting import CSV_FIELDS
 
 DATA = "synthetic:16-6-3:0"  # a teacher SBN, 9 hidden units: exact log p(x) costs milliseconds
 BUDGET = dict(steps=4, checkpoints=2)
@@ -42,7 +45,7 @@ def without_times(records):
 # -- a test-only method: gradient ascent on the exact log-likelihood (DESIGN.md section 2) --------
 def exact_gradient(params: SBNParams, x: np.ndarray) -> dict:
     """``mean_n d log p(x_n) / d theta = mean_n E_{p(h|x_n)}[(s_l - sigma(a_l)) h_m]``, by enumeration."""
-    post, hidden = evaluation.posterior_probabilities(params, x)  # (N, C) and [(C, n_l)]
+    post, hidden = enumeration.posterior_probabilities(params, x)  # (N, C) and [(C, n_l)]
     layers = [x[:, None, :].astype(np.float64)] + [h[None] for h in hidden]
     arch, shape = params.architecture, post.shape
     grads = {}
@@ -72,7 +75,7 @@ def exact_ascent(name="exact-ascent", fail_after=None, backend="pyro", seen=None
         p = state.params
         p = p.replace(**{k: p[k] + state.lr * g for k, g in exact_gradient(p, x).items()})
         return SimpleNamespace(params=p, lr=state.lr, steps=state.steps + 1), {
-            "objective": float(evaluation.exact_log_likelihood(p, x).mean())}
+            "objective": float(enumeration.exact_log_likelihood(p, x).mean())}
 
     return Method(name, backend, init, step, lambda s: s.params.generative(), jit=False,
                   options=(LR._replace(default=0.5), Option("extra", 1, positive_int, "unused")))
@@ -128,14 +131,14 @@ def test_every_installed_method_has_a_record_with_a_finite_exact_test_log_likeli
         params = SBNParams.load(r["params"])
         assert r["params"] == os.path.join(runs.full_dir, f"{r['method']}-{r['backend']}", "params.npz")
         assert params.architecture.sizes == (16, 6, 3)
-        exact = evaluation.exact_log_likelihood(params, data.test)
+        exact = enumeration.exact_log_likelihood(params, data.test)
         assert r["test_log_likelihood"] == pytest.approx(exact.mean(), rel=1e-10)
-        assert r["train_log_likelihood"] == pytest.approx(evaluation.exact_log_likelihood(params, data.train).mean(),
+        assert r["train_log_likelihood"] == pytest.approx(enumeration.exact_log_likelihood(params, data.train).mean(),
                                                           rel=1e-10)
         if m.guide is None:
             assert r["kl_q_p"] is None
         else:
-            kl = evaluation.exact_kl(params, m.guide, data.test).q_p.mean()
+            kl = enumeration.exact_kl(params, m.guide, data.test).q_p.mean()
             assert r["kl_q_p"] == pytest.approx(kl, rel=1e-10) and r["kl_q_p"] >= 0
         if m.bound is None:
             assert r["bound"] is None
@@ -338,7 +341,7 @@ def test_without_exact_scoring_ais_for_every_method_and_importance_sampling_with
                       ais_chains=10, is_particles=200, out=str(tmp_path), progress=False, **BUDGET)
     test = load_dataset(DATA).test
     for r in records:
-        exact = evaluation.exact_log_likelihood(SBNParams.load(r["params"]), test).mean()
+        exact = enumeration.exact_log_likelihood(SBNParams.load(r["params"]), test).mean()
         assert r["test_estimator"] == "ais(T=100,C=10)" and 0 < r["test_stderr"] < 0.01
         # AIS: Monte Carlo error ~4e-4 here, and an annealing bias that for 100 temperatures
         # on a 9-unit posterior is of the same order (measured 7e-4): 0.01 nats is ample
@@ -442,7 +445,7 @@ def test_select_best_scores_the_best_validation_checkpoint_and_patience_stops(tm
     assert r["error"] is None
     assert r["steps"] == 4  # steps 3 and 4 scored worse than step 2: two in a row, so it stopped
     assert r["selected_step"] == 2
-    exact = float(evaluation.exact_log_likelihood(data.teacher, data.test).mean())
+    exact = float(enumeration.exact_log_likelihood(data.teacher, data.test).mean())
     assert r["test_log_likelihood"] == pytest.approx(exact, abs=1e-4)  # the teacher's own score, not step 4's
     curve = [c["test_log_likelihood"] for c in r["curve"]]
     assert np.argmax(curve) == 2 and len(curve) == 5  # steps 0..4
@@ -461,7 +464,7 @@ def test_select_last_keeps_the_end_of_training():
     assert r["steps"] == 6 and r["selected_step"] == 6 and r["bound"] == -6.0
     far = _away_and_back(data.teacher, 2).get_params(SimpleNamespace(t=6))
     assert r["test_log_likelihood"] == pytest.approx(
-        float(evaluation.exact_log_likelihood(far, data.test).mean()), abs=1e-4)
+        float(enumeration.exact_log_likelihood(far, data.test).mean()), abs=1e-4)
 
 
 def test_selection_without_a_validation_split_is_refused():
@@ -473,12 +476,12 @@ def test_selection_without_a_validation_split_is_refused():
 
 
 def test_test_points_scores_a_seeded_random_subset(tmp_path):
-    from sbn_ppl.data import random_subset
+    from sbn_ppl.base.arrays import random_subset
 
     (r,) = compare(DATA, methods=[exact_ascent()], test_points=50, out=str(tmp_path), progress=False, **BUDGET)
     subset = random_subset(load_dataset(DATA).test, 50, harness.CURVE_SUBSET_SEED)
     assert len(r["test_pointwise"]) == 50
-    exact = evaluation.exact_log_likelihood(SBNParams.load(r["params"]), subset)
+    exact = enumeration.exact_log_likelihood(SBNParams.load(r["params"]), subset)
     np.testing.assert_allclose(r["test_pointwise"], exact, atol=1e-4)
     with open(os.path.join(str(tmp_path), "results.json")) as f:
         assert json.load(f)["config"]["test_points_used"] == 50

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sbn_ppl.inference import get_method
-from sbn_ppl.optimizers import optax_optimizer, pyro_optimizer, torch_optimizer
+from sbn_ppl.base.optimizers import optax_optimizer, pyro_optimizer, torch_optimizer
 
 LR, HALF_LIFE, STEPS = 0.1, 3, 7
 EXPECTED = LR * 0.5 ** (np.arange(STEPS) / HALF_LIFE)  # the rate of steps 0 .. 6

@@ -13,8 +13,8 @@ import os
 import pytest
 
 import sbn_ppl
-from sbn_ppl.files import write_json
-from sbn_ppl.reporting import (
+from sbn_ppl.base.files import write_json
+from sbn_ppl.comparison.reporting import (
     CSV_FIELDS,
     add_report_command,
     csv_text,
@@ -151,7 +151,7 @@ def runs(tmp_path):
 @pytest.fixture
 def no_plots(monkeypatch):
     """Skip drawing learning_curves.png (a second or more each) where the plot is not under test."""
-    module = importlib.import_module("sbn_ppl.reporting")
+    module = importlib.import_module("sbn_ppl.comparison.reporting")
     monkeypatch.setattr(module, "plot_learning_curves", lambda path, *a, **k: open(path, "wb").close())
 
 
@@ -264,7 +264,7 @@ def test_write_results_under_an_epoch_budget(tmp_path):
 
 
 def test_published_figures_are_printed_only_beside_their_benchmark():
-    from sbn_ppl.published import published_for, published_table
+    from sbn_ppl.comparison.published import published_for, published_table
 
     mnist = published_table("binarized-mnist", "784-200-200")
     assert "| REBAR | -95.4 | single-sample-ELBO" in mnist and "| ARM | -96.7 ± 0.3 |" in mnist
@@ -288,7 +288,7 @@ def test_across_data_sets_puts_each_run_in_a_column(tmp_path, capsys):
     second = save_run(tmp_path / "two", [record("c", 0, -20.0, [-19.0, -21.0, -20.5, -19.5]),
                                          failed("a", 0)], ["c:numpyro", "a:numpyro"], [0],
                       data="uci:nips", arch="500-100")
-    from sbn_ppl.reporting import ACROSS_FIELDS, across_data_sets
+    from sbn_ppl.comparison.reporting import ACROSS_FIELDS, across_data_sets
 
     text = across_data_sets([first, second], tmp_path / "out")
     lines = text.splitlines()

@@ -2,7 +2,10 @@
 import numpy as np
 import pytest
 
-from sbn_ppl import SBNParams, density, diagnostics, evaluation, yardstick
+from sbn_ppl import SBNParams, yardstick
+from sbn_ppl.base import density
+from sbn_ppl.yardstick import diagnostics
+import sbn_ppl.yardstick.exact as enumeration
 from sbn_ppl.yardstick import posthoc_guide, score
 
 
@@ -32,7 +35,7 @@ def recognition_only(params):
 
 def relative_variance(params, x, guide="recognition"):
     """``r = E_q[w^2] / p(x)^2 - 1`` per point, exactly, by enumeration (small nets)."""
-    hidden = list(evaluation.hidden_states(params, 1 << params.architecture.num_hidden))[0]
+    hidden = list(enumeration.hidden_states(params, 1 << params.architecture.num_hidden))[0]
     layers = [x[:, None, :]] + [h[None] for h in hidden]
     log_joint = density.log_joint(params, layers)
     log_q = density.guide_log_prob(params, guide, layers)
@@ -48,7 +51,7 @@ def test_every_estimator_names_itself_and_is_seeded():
     x = model_data(params, 5, 0)
     exact = score(params, x)
     assert exact.estimator == "exact" and np.all(exact.stderr == 0) and exact.ess is None and exact.warnings == ()
-    np.testing.assert_allclose(exact.per_point, evaluation.exact_log_likelihood(params, x))
+    np.testing.assert_allclose(exact.per_point, enumeration.exact_log_likelihood(params, x))
     a = score(params, x, "is", is_particles=300, seed=2)
     b = score(params, x, "is", is_particles=300, seed=2)
     assert a.estimator == "is(K=300,recognition)" and a.ess.shape == a.khat.shape == (5,)
@@ -105,7 +108,7 @@ def test_a_poor_guide_gives_an_estimate_far_off_with_a_tiny_error_bar_and_is_fla
     too small; the Pareto k-hat of the weights says so (issue 14)."""
     params = recognition_only(SBNParams.init("20-10-8", seed=1, scale=1.5, connectivity="dense"))
     x = model_data(params, 6, 2)
-    exact = evaluation.exact_log_likelihood(params, x)  # 2^18 states
+    exact = enumeration.exact_log_likelihood(params, x)  # 2^18 states
     est = score(params, x, "is", is_particles=1000, seed=0)
     error = est.per_point - exact
     z = error / est.stderr
@@ -126,7 +129,7 @@ def test_every_point_whose_error_bar_lies_is_flagged_on_a_net_with_weights_of_pl
                                if k.startswith("W_")})
     x = model_data(params, 12, 2)
     est = score(params, x, "is", is_particles=1000, seed=0)
-    z = (est.per_point - evaluation.exact_log_likelihood(params, x)) / est.stderr
+    z = (est.per_point - enumeration.exact_log_likelihood(params, x)) / est.stderr
     lying = np.abs(z) > 4
     assert lying.sum() >= 3  # measured: 5 of 12 (errors from +4.7 to -13 nats)
     assert np.all(diagnostics.unreliable(est.ess, est.khat, 1000)[lying])
@@ -137,13 +140,13 @@ def test_a_good_guide_is_not_flagged():
     """The exact posterior as a guide (one hidden unit, mean field): all weights equal p(x)."""
     params = SBNParams.init("3-1", seed=0, scale=2.0, guide=("mean_field",))
     x = np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
-    (m,) = evaluation.posterior_marginals(params, x)
+    (m,) = enumeration.posterior_marginals(params, x)
     # q(h = 1 | x) = m(x) exactly: logit m is affine in x here only per point, so score one point at a time
     for i in range(2):
         logit = np.log(m[i, 0]) - np.log1p(-m[i, 0])
         exact_guide = params.replace(q_mf_b_1=np.array([logit]), q_mf_W_0_1=np.zeros((3, 1)))
         est = score(exact_guide, x[i:i + 1], "is", is_particles=200)
-        assert est.per_point[0] == pytest.approx(evaluation.exact_log_likelihood(params, x[i:i + 1])[0], abs=1e-5)
+        assert est.per_point[0] == pytest.approx(enumeration.exact_log_likelihood(params, x[i:i + 1])[0], abs=1e-5)
         assert est.ess[0] == pytest.approx(200, rel=1e-4) and est.stderr[0] < 1e-5
         # k-hat: the weights are all equal (to float32 rounding); nothing to warn about
         assert not any("above 0.7" in w or "effective sample size" in w for w in est.warnings)
@@ -156,7 +159,7 @@ def test_a_good_guide_is_not_flagged():
 def test_a_posthoc_guide_scores_a_frozen_model_within_stated_error_of_exact():
     model = teacher()  # 12-6-4, no guide: as Gibbs or the fixed point leaves it
     train, test = model_data(model, 2000, 0), model_data(model, 30, 1)
-    exact = evaluation.exact_log_likelihood(model, test)
+    exact = enumeration.exact_log_likelihood(model, test)
     fitted = posthoc_guide(model, train, steps=1500, seed=0)
     assert fitted.has_guide("recognition") and not fitted.has_guide("mean_field")
     for key in model:
@@ -171,8 +174,8 @@ def test_a_posthoc_guide_scores_a_frozen_model_within_stated_error_of_exact():
     untrained = with_guide(model, seed=0)
     before = score(untrained, test, "is", is_particles=k, seed=1)
     assert np.abs(before.per_point - exact).mean() > 3 * np.abs(est.per_point - exact).mean()
-    assert evaluation.exact_kl(fitted, "recognition", test).p_q.mean() < \
-        0.25 * evaluation.exact_kl(untrained, "recognition", test).p_q.mean()  # measured 0.4 against 4.2
+    assert enumeration.exact_kl(fitted, "recognition", test).p_q.mean() < \
+        0.25 * enumeration.exact_kl(untrained, "recognition", test).p_q.mean()  # measured 0.4 against 4.2
     assert est.ess.mean() > 5 * before.ess.mean()
 
 

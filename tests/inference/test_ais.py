@@ -4,9 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from sbn_ppl import SBNParams, density, evaluation, yardstick
+from sbn_ppl import SBNParams, yardstick
+from sbn_ppl.base import density
+import sbn_ppl.yardstick.exact as enumeration
 from sbn_ppl.cli import main
-from sbn_ppl.inference.scoring.ais import NUM_CHAINS, NUM_TEMPERATURES, ais_log_likelihood, sigmoid_schedule
+from sbn_ppl.yardstick.ais import NUM_CHAINS, NUM_TEMPERATURES, ais_log_likelihood, sigmoid_schedule
 
 
 def strong_net(connectivity="layered", sizes="12-6-4"):
@@ -24,7 +26,7 @@ def model_data(params, n=6, seed=0):
 def test_ais_approaches_the_exact_log_likelihood_as_temperatures_grow_and_never_lies_far_above():
     params = strong_net(sizes="24-6-4")  # 24 pixels: a posterior much sharper than the prior
     x = model_data(params)
-    exact = evaluation.exact_log_likelihood(params, x)
+    exact = enumeration.exact_log_likelihood(params, x)
     errors = {}
     for t in (1, 30, 400):
         ais = ais_log_likelihood(params, x, seed=0, num_temperatures=t, num_chains=100)
@@ -44,7 +46,7 @@ def test_ais_is_exact_enough_on_a_dense_three_layer_net():
     params = strong_net("dense", "8-4-3-2")
     x = model_data(params, n=4, seed=1)
     ais = ais_log_likelihood(params, x, seed=1, num_temperatures=300, num_chains=100)
-    exact = evaluation.exact_log_likelihood(params, x)
+    exact = enumeration.exact_log_likelihood(params, x)
     assert np.all(np.abs(ais.per_point - exact) < 4 * ais.stderr + 0.02)
     assert ais.estimator == "ais(T=300,C=100)" and ais.mean_stderr > 0
 

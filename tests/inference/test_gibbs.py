@@ -10,8 +10,10 @@ import pytest
 import torch
 from numpyro.infer import MCMC, NUTS, DiscreteHMCGibbs
 
-from sbn_ppl import SBNParams, density, evaluation
-from sbn_ppl.inference.gibbs import numpyro as gibbs_jax, pyro as gibbs_torch
+from sbn_ppl import SBNParams
+from sbn_ppl.base import density
+import sbn_ppl.yardstick.exact as enumeration
+from sbn_ppl.inference.shared.gibbs import numpyro as gibbs_jax, pyro as gibbs_torch
 from sbn_ppl.models import numpyro_sbn, pyro_sbn
 
 
@@ -101,7 +103,7 @@ def test_jax_sweep_samples_the_exact_posterior_marginals():
     x = data(3, 6)
     state = gibbs_jax.init(jax.random.PRNGKey(0), params, x, num_chains=100)
     state, info, means = run_sweeps(jax.random.PRNGKey(1), state, params, x)
-    assert_marginals_match([np.asarray(m) for m in means], evaluation.posterior_marginals(params, x), "jax sweep")
+    assert_marginals_match([np.asarray(m) for m in means], enumeration.posterior_marginals(params, x), "jax sweep")
     # the cached pre-activations give log p(x, h) at the new state
     layers = [np.broadcast_to(x, (100, 3, 6))] + [np.asarray(h) for h in state.hidden]
     np.testing.assert_allclose(np.asarray(info.log_joint), density.log_joint(params, layers), atol=1e-4)
@@ -122,7 +124,7 @@ def test_torch_sweep_samples_the_exact_posterior_marginals():
         state, _ = gibbs_torch.step(generator, state, p, x)
         if i >= 30:
             sums = [s + h.numpy() for s, h in zip(sums, state.hidden)]
-    assert_marginals_match([s / 120 for s in sums], evaluation.posterior_marginals(params, x.numpy()), "torch")
+    assert_marginals_match([s / 120 for s in sums], enumeration.posterior_marginals(params, x.numpy()), "torch")
 
 
 def test_numpyro_mcmc_runs_our_kernel_on_the_numpyro_model():
@@ -134,7 +136,7 @@ def test_numpyro_mcmc_runs_our_kernel_on_the_numpyro_model():
     samples = mcmc.get_samples(group_by_chain=True)
     assert set(samples) == {"h1", "h2", "h3"} and samples["h1"].shape == (40, 400, 2, 4)
     per_chain = [np.asarray(samples[f"h{l}"]).mean(1) for l in (1, 2, 3)]
-    assert_marginals_match(per_chain, evaluation.posterior_marginals(params, x), "numpyro MCMC")
+    assert_marginals_match(per_chain, enumeration.posterior_marginals(params, x), "numpyro MCMC")
 
 
 def test_pyro_mcmc_runs_our_kernel_on_the_pyro_model():
@@ -147,7 +149,7 @@ def test_pyro_mcmc_runs_our_kernel_on_the_pyro_model():
     samples = mcmc.get_samples()
     assert samples["h1"].shape == (120, 50, 2, 3)  # (samples, kernel's chains, N, n_1)
     per_chain = [samples[f"h{l}"].mean(0).numpy() for l in (1, 2)]
-    assert_marginals_match(per_chain, evaluation.posterior_marginals(params, x.numpy()), "pyro MCMC")
+    assert_marginals_match(per_chain, enumeration.posterior_marginals(params, x.numpy()), "pyro MCMC")
 
 
 def test_stock_discrete_hmc_gibbs_samples_the_exact_posterior_marginals():
@@ -161,7 +163,7 @@ def test_stock_discrete_hmc_gibbs_samples_the_exact_posterior_marginals():
     assert samples["h1"].shape == (4000, 1, 3)
     # one chain: 20 batch means of 200 samples each stand in for independent chains
     batch_means = [np.asarray(samples[f"h{l}"]).reshape(20, 200, 1, -1).mean(1) for l in (1, 2)]
-    assert_marginals_match(batch_means, evaluation.posterior_marginals(params, x), "stock DiscreteHMCGibbs")
+    assert_marginals_match(batch_means, enumeration.posterior_marginals(params, x), "stock DiscreteHMCGibbs")
 
 
 def test_a_sweep_returns_a_new_state_and_leaves_the_callers_alone():

@@ -4,9 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sbn_ppl import SBNParams, density, diagnostics, evaluation
-from sbn_ppl.inference.scoring import importance
-from sbn_ppl.inference.scoring.importance import importance_log_weights, is_log_likelihood
+from sbn_ppl import SBNParams
+from sbn_ppl.base import density
+from sbn_ppl.yardstick import diagnostics
+import sbn_ppl.yardstick.exact as enumeration
+from sbn_ppl.yardstick import estimates
+from sbn_ppl.yardstick.defaults import importance
+from sbn_ppl.yardstick.importance import importance_log_weights, is_log_likelihood
 from tests.conftest import all_binary
 
 
@@ -41,7 +45,7 @@ def test_streaming_equals_the_one_shot_estimate_on_the_same_weights_and_does_not
     # arithmetic in other shapes: equal to rounding)
     np.testing.assert_allclose(importance_log_weights(params, x, "recognition", k, seed=3), log_w, rtol=0, atol=1e-5)
     streamed = is_log_likelihood(params, x, "recognition", k, seed=3, points_per_batch=5, rows_per_chunk=35)
-    one_shot, stderr = evaluation.log_mean_exp([log_w])
+    one_shot, stderr = estimates.log_mean_exp([log_w])
     np.testing.assert_allclose(streamed.per_point, one_shot, rtol=1e-12)
     np.testing.assert_allclose(streamed.stderr, stderr, rtol=1e-9)
     np.testing.assert_allclose(streamed.ess, diagnostics.effective_sample_size(log_w), rtol=1e-9)
@@ -56,9 +60,9 @@ def test_streaming_equals_the_one_shot_estimate_on_the_same_weights_and_does_not
 @pytest.mark.parametrize("guide", ["recognition", "mean_field"])
 def test_converges_to_the_exact_value_as_k_grows(guide):
     params, x = loose_net(), all_binary(6)[::4]
-    exact = evaluation.exact_log_likelihood(params, x)
+    exact = enumeration.exact_log_likelihood(params, x)
     # the exact relative variance of one weight, r = E_q[w^2] / p(x)^2 - 1, by enumeration
-    hidden = list(evaluation.hidden_states(params, 1 << 7))[0]
+    hidden = list(enumeration.hidden_states(params, 1 << 7))[0]
     layers = [x[:, None, :]] + [h[None] for h in hidden]
     log_joint = density.log_joint(params, layers)
     log_q = density.guide_log_prob(params, guide, layers)
@@ -83,7 +87,7 @@ def test_memory_is_bounded_whatever_k(monkeypatch):
     O(tail + chunk) numbers per point, however many particles are asked for."""
     params, x = SBNParams.init("4-3", seed=0), all_binary(4)[:6]
     shapes, tops = set(), []
-    real_call, real_merge = importance._log_weights, evaluation.ImportanceWeights._merge
+    real_call, real_merge = importance._log_weights, estimates.ImportanceWeights._merge
 
     def recording_call(key, arch, theta, guide, xb, points, particles):
         shapes.add((xb.shape, points.shape, particles.shape))
@@ -94,7 +98,7 @@ def test_memory_is_bounded_whatever_k(monkeypatch):
         tops.append(self._top.shape)
 
     monkeypatch.setattr(importance, "_log_weights", recording_call)
-    monkeypatch.setattr(evaluation.ImportanceWeights, "_merge", recording_merge)
+    monkeypatch.setattr(estimates.ImportanceWeights, "_merge", recording_merge)
     k = 30_000
     est = is_log_likelihood(params, x, "recognition", k, seed=0, rows_per_chunk=600)
     assert shapes == {((6, 4), (6,), (100,))}  # 300 calls, one shape: 100 particles x 6 points

@@ -7,8 +7,9 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from sbn_ppl import SBNParams, evaluation
-from sbn_ppl.inference.rws.pyro import guide_importance_log_likelihood
+from sbn_ppl import SBNParams
+import sbn_ppl.yardstick.exact as enumeration
+from sbn_ppl.yardstick.importance_pyro import guide_importance_log_likelihood
 from sbn_ppl.models import pyro_sbn
 from tests.conftest import all_binary
 
@@ -37,7 +38,7 @@ def layer_coin_guide(params, x, **kwargs):
 def test_any_guide_gives_the_exact_log_likelihood_within_its_standard_error(model, guide):
     params = SBNParams.init("5-3-2", seed=1, scale=1.0)
     x = all_binary(5)[::3]
-    exact = evaluation.exact_log_likelihood(params, x)
+    exact = enumeration.exact_log_likelihood(params, x)
     pyro.clear_param_store()
     with pyro.validation_enabled(True):  # the model/guide pairing is checked
         est = guide_importance_log_likelihood(model, guide, params, torch.as_tensor(x),

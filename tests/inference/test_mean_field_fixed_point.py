@@ -10,15 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sbn_ppl import SBNParams, density
-from sbn_ppl.data import synthetic
-from sbn_ppl.evaluation import exact_kl, exact_log_likelihood, posterior_marginals
-from sbn_ppl.fitting import fit
+from sbn_ppl import SBNParams
+from sbn_ppl.base import density
+from sbn_ppl.base.data import synthetic
+from sbn_ppl.yardstick.exact import exact_kl, exact_log_likelihood, posterior_marginals
+from sbn_ppl.engine.fitting import fit
 from sbn_ppl.inference import get_method
 from sbn_ppl.inference.fixed_point import FIXED_POINT_OPTIONS, METHODS
 from sbn_ppl.inference.fixed_point import numpyro as fp
-from sbn_ppl.methods import Batch
-from sbn_ppl.runner import JaxRunner
+from sbn_ppl.base.methods import Batch
+from sbn_ppl.engine.runner import JaxRunner
 
 FLOAT32_SLACK = 1e-4  # nats per data point: the bound is computed in float32 (terms of size ~10)
 
@@ -230,7 +231,7 @@ def test_method_record_and_bad_options(monkeypatch):
             m.check_options(options)
     # the per-training-point state is checked against the memory before it is allocated
     params, train = SBNParams.init("12-4-3"), synthetic("12-4-3", 0).train
-    monkeypatch.setattr("sbn_ppl.resources.available_memory", lambda: 10_000.0)
+    monkeypatch.setattr("sbn_ppl.base.resources.available_memory", lambda: 10_000.0)
     with pytest.raises(ValueError, match="mean-field state of 1000 training points"):
         m.init(jax.random.PRNGKey(0), params, m.defaults, train)
 
@@ -242,8 +243,8 @@ def test_runs_under_jax_enable_x64():
         jax.config.update("jax_enable_x64", True)
         import numpy as np
         from sbn_ppl import SBNParams
-        from sbn_ppl.data import synthetic
-        from sbn_ppl.fitting import fit
+        from sbn_ppl.base.data import synthetic
+        from sbn_ppl.engine.fitting import fit
         from sbn_ppl.inference import get_method
         from sbn_ppl.inference.fixed_point import numpyro as fp
         data = synthetic("12-4-3", 0)

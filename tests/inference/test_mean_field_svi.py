@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from sbn_ppl import SBNParams
-from sbn_ppl import density
-from sbn_ppl.data import synthetic
-from sbn_ppl.evaluation import exact_kl, exact_log_likelihood, hidden_states
-from sbn_ppl.fitting import fit
+from sbn_ppl.base import density
+from sbn_ppl.base.data import synthetic
+from sbn_ppl.yardstick.exact import exact_kl, exact_log_likelihood, hidden_states
+from sbn_ppl.engine.fitting import fit
 from sbn_ppl.inference import get_method
 from sbn_ppl.inference.mean_field import numpyro as mn
 from sbn_ppl.inference.mean_field import pyro as mp
-from sbn_ppl.params import recognition_keys
-from sbn_ppl.runner import runner_for
+from sbn_ppl.base.params import recognition_keys
+from sbn_ppl.engine.runner import runner_for
 
 BACKENDS = {"numpyro": mn, "pyro": mp}
 
@@ -244,8 +244,8 @@ def test_numpyro_method_runs_under_x64():
         import json, numpyro
         numpyro.enable_x64()
         from sbn_ppl import SBNParams
-        from sbn_ppl.data import synthetic
-        from sbn_ppl.fitting import fit
+        from sbn_ppl.base.data import synthetic
+        from sbn_ppl.engine.fitting import fit
         from sbn_ppl.inference import get_method
         data, bounds = synthetic("12-4-3", 0), []
         r = fit(get_method("mean-field-svi", "numpyro"), SBNParams.init("12-4-3", seed=1), data.train, steps=4,

@@ -9,23 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from sbn_ppl import SBNParams, evaluation
+from sbn_ppl import SBNParams
+import sbn_ppl.yardstick.exact as enumeration
 from sbn_ppl.cli import main
-from sbn_ppl.data import load_dataset
-from sbn_ppl.fitting import fit
+from sbn_ppl.base.data import load_dataset
+from sbn_ppl.engine.fitting import fit
 from sbn_ppl.inference import get_method
-from sbn_ppl.inference.gibbs import numpyro as gibbs_jax, pyro as gibbs_torch
+from sbn_ppl.inference.shared.gibbs import numpyro as gibbs_jax, pyro as gibbs_torch
 from sbn_ppl.inference.neal import discrete_hmc_gibbs, numpyro as neal_jax, pyro as neal_torch
-from sbn_ppl.methods import Batch
+from sbn_ppl.base.methods import Batch
 from sbn_ppl.models import numpyro_sbn
-from sbn_ppl.runner import runner_for
+from sbn_ppl.engine.runner import runner_for
 
 TEACHER_DATA = "synthetic:10-5-3:0"
 
 
 def exact_gradient(params, x):
     """grad (1/N) sum_n log p(x_n), with log p(x_n) = logsumexp over all 2^H hidden states."""
-    states = [jnp.asarray(h) for h in next(evaluation.hidden_states(params, 1 << params.architecture.num_hidden))]
+    states = [jnp.asarray(h) for h in next(enumeration.hidden_states(params, 1 << params.architecture.num_hidden))]
     arch = params.architecture
 
     def mean_log_px(theta):
@@ -147,11 +148,11 @@ def test_one_step_advances_the_batchs_chains_then_steps_up_the_gradient(backend)
 def test_learning_from_a_teacher_raises_held_out_log_likelihood_towards_the_teachers(backend):
     data = load_dataset(TEACHER_DATA)
     start = SBNParams.init("10-5-3", seed=1)
-    teacher_ll = evaluation.exact_log_likelihood(data.teacher, data.test).mean()
-    start_ll = evaluation.exact_log_likelihood(start, data.test).mean()
+    teacher_ll = enumeration.exact_log_likelihood(data.teacher, data.test).mean()
+    start_ll = enumeration.exact_log_likelihood(start, data.test).mean()
     result = fit(get_method("gibbs", backend), start, data.train, steps=200, batch_size=100, seed=0,
                  options={"lr": 0.01}, checkpoint_every=100, progress=False)
-    learned_ll = evaluation.exact_log_likelihood(result.params, data.test).mean()
+    learned_ll = enumeration.exact_log_likelihood(result.params, data.test).mean()
     # measured: -6.98 -> -6.32 (numpyro and pyro) against the teacher's -6.02 (two thirds of the gap);
     # require at least half the gap closed, and never better than the teacher by > 0.05
     assert learned_ll > start_ll + 0.5 * (teacher_ll - start_ll)
@@ -235,7 +236,7 @@ def test_stock_discrete_hmc_gibbs_learning_runs_on_a_small_net():
     info = runner.run(0, 5)  # the runner loops the step in Python
     learned = runner.params()
     assert np.isfinite(info["objective"]) and not np.array_equal(learned["W_1_0"], start["W_1_0"])
-    assert np.isfinite(evaluation.exact_log_likelihood(learned, data.test[:10])).all()
+    assert np.isfinite(enumeration.exact_log_likelihood(learned, data.test[:10])).all()
     # the stock kernel samples under the weights it is given, not those it saw when it was set up:
     # its cached energy follows them, and 100 chains from the batch's states sample their exact posterior
     state = runner.state
@@ -256,12 +257,12 @@ def test_stock_discrete_hmc_gibbs_learning_runs_on_a_small_net():
         return jax.lax.scan(body, (block.z["h1"], block.z["h2"]), jax.random.split(key, 120))[1]
 
     path = jax.vmap(chain)(jax.random.split(jax.random.PRNGKey(1), 100))  # per layer (100 chains, 120, 5, n_l)
-    exact = evaluation.posterior_marginals(other, data.train[:5])
+    exact = enumeration.posterior_marginals(other, data.train[:5])
     for h, ex in zip(path, exact):
         est = np.asarray(h)[:, 20:].mean(1)  # each chain's average after 20 sweeps of burn-in
         se = est.std(0, ddof=1) / np.sqrt(est.shape[0])
         assert np.all(np.abs(est.mean(0) - ex) < 5 * se + 0.005)
-    before = evaluation.posterior_marginals(learned, data.train[:5])
+    before = enumeration.posterior_marginals(learned, data.train[:5])
     assert max(np.abs(e - f).max() for e, f in zip(exact, before)) > 0.1  # the two posteriors differ
 
 

@@ -31,15 +31,15 @@ from pyro import poutine
 from pyro.ops.provenance import detach_provenance
 
 from sbn_ppl import SBNParams, load_dataset
-from sbn_ppl.architecture import Architecture
-from sbn_ppl.evaluation import exact_kl, exact_log_likelihood
-from sbn_ppl.fitting import fit
+from sbn_ppl.base.architecture import Architecture
+from sbn_ppl.yardstick.exact import exact_kl, exact_log_likelihood
+from sbn_ppl.engine.fitting import fit
 from sbn_ppl.inference import backends_of, get_method
 from sbn_ppl.inference.nvil import signal_terms
 from sbn_ppl.inference.nvil import numpyro as nvil_jax
 from sbn_ppl.inference.nvil.pyro import NVIL, LayerBaselines, signal_sites, with_baselines
 from sbn_ppl.models import pyro_sbn
-from sbn_ppl.params import generative_keys, recognition_keys
+from sbn_ppl.base.params import generative_keys, recognition_keys
 
 pyro.enable_validation(True)
 
@@ -141,7 +141,7 @@ def expected_gradient(params, keys, exact, local=True):
 
 @pytest.mark.parametrize("arch_spec,connectivity", NETS, ids=[c for _, c in NETS])
 def test_the_enumeration_is_the_exact_elbo(arch_spec, connectivity):
-    """The yardstick itself agrees with ``sbn_ppl.evaluation.exact_kl``'s ELBO."""
+    """The yardstick itself agrees with ``sbn_ppl.yardstick.exact.exact_kl``'s ELBO."""
     params, x, _, value, _ = exact_case(arch_spec, connectivity)
     assert value == pytest.approx(exact_kl(params, "recognition", np.asarray(x)).elbo.mean(), abs=1e-4)
 

@@ -16,16 +16,17 @@ import pytest
 import torch
 from numpyro import handlers
 
-from sbn_ppl import SBNParams, density
-from sbn_ppl.data import synthetic
-from sbn_ppl.evaluation import exact_log_likelihood, posterior_probabilities
-from sbn_ppl.fitting import fit
+from sbn_ppl import SBNParams
+from sbn_ppl.base import density
+from sbn_ppl.base.data import synthetic
+from sbn_ppl.yardstick.exact import exact_log_likelihood, posterior_probabilities
+from sbn_ppl.engine.fitting import fit
 from sbn_ppl.inference import get_method
 from sbn_ppl.inference.rws import numpyro as rws_jax
 from sbn_ppl.inference.rws.pyro import ReweightedWakeSleep, WakeSleep, rws_method, wake_sleep_method
 from sbn_ppl.models import numpyro_sbn, pyro_sbn
-from sbn_ppl.params import generative_keys, recognition_keys
-from sbn_ppl.runner import batch_indices, runner_for
+from sbn_ppl.base.params import generative_keys, recognition_keys
+from sbn_ppl.engine.runner import batch_indices, runner_for
 
 pyro.enable_validation(True)
 
@@ -201,7 +202,7 @@ def test_pyro_and_jax_losses_agree_for_the_same_particles(small_params):
         theta_loss, phi_loss, _ = pyro_grads(rws, small_params, x, guide=fixed_guide(layers))
     jt, jp, log_w_jax = rws_jax.wake_losses(arch, small_params.to_jax(), [jnp.asarray(v) for v in layers])
     np.testing.assert_allclose(log_w_pyro, np.asarray(log_w_jax), rtol=1e-5, atol=1e-4)
-    # reference in float64: the NumPy densities of sbn_ppl.density
+    # reference in float64: the NumPy densities of sbn_ppl.base.density
     ref = density.log_joint(small_params, layers) - density.guide_log_prob(small_params, "recognition", layers)
     np.testing.assert_allclose(log_w_pyro, ref, rtol=1e-5, atol=1e-4)
     # the Pyro losses are sums over the batch (scale 1), the JAX ones per data point

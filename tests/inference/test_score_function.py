@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from sbn_ppl import SBNParams
-from sbn_ppl.architecture import Architecture
-from sbn_ppl.data import synthetic
-from sbn_ppl.evaluation import hidden_states
-from sbn_ppl.inference.score_function import NVIL_HIDDEN, SIGNAL_DECAY, nvil_init
-from sbn_ppl.inference.score_function import numpyro as sn
-from sbn_ppl.inference.score_function import pyro as sp
+from sbn_ppl.base.architecture import Architecture
+from sbn_ppl.base.data import synthetic
+from sbn_ppl.yardstick.exact import hidden_states
+from sbn_ppl.inference.shared.score_function import NVIL_HIDDEN, SIGNAL_DECAY, nvil_init
+from sbn_ppl.inference.shared.score_function import numpyro as sn
+from sbn_ppl.inference.shared.score_function import pyro as sp
 from sbn_ppl.models import numpyro_sbn, pyro_sbn
-from sbn_ppl.params import recognition_keys
+from sbn_ppl.base.params import recognition_keys
 
 
 @pytest.fixture(autouse=True, scope="module")

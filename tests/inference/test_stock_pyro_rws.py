@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from sbn_ppl import SBNParams
-from sbn_ppl.data import load_dataset, synthetic
-from sbn_ppl.evaluation import exact_log_likelihood
+from sbn_ppl.base.data import load_dataset, synthetic
+from sbn_ppl.yardstick.exact import exact_log_likelihood
 from sbn_ppl.inference import get_method
 from sbn_ppl.inference.rws.pyro import ReweightedWakeSleep, effective_sample_size, stock_rws_method
 from sbn_ppl.models import pyro_sbn
-from sbn_ppl.params import generative_keys, recognition_keys
-from sbn_ppl.runner import batch_indices, runner_for, step_seed
+from sbn_ppl.base.params import generative_keys, recognition_keys
+from sbn_ppl.engine.runner import batch_indices, runner_for, step_seed
 
 pyro.enable_validation(True)
 

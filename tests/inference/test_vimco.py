@@ -25,14 +25,14 @@ from pyro import poutine
 
 from sbn_ppl import SBNParams, load_dataset
 from sbn_ppl.cli import main
-from sbn_ppl.data import synthetic
-from sbn_ppl.evaluation import exact_kl, exact_log_likelihood
-from sbn_ppl.fitting import fit
+from sbn_ppl.base.data import synthetic
+from sbn_ppl.yardstick.exact import exact_kl, exact_log_likelihood
+from sbn_ppl.engine.fitting import fit
 from sbn_ppl.inference import backends_of, get_method
 from sbn_ppl.inference.vimco import numpyro as vimco_jax
 from sbn_ppl.inference.vimco.pyro import VIMCO, leave_one_out_bounds
 from sbn_ppl.models import numpyro_sbn, pyro_sbn
-from sbn_ppl.params import generative_keys, recognition_keys
+from sbn_ppl.base.params import generative_keys, recognition_keys
 
 pyro.enable_validation(True)
 
@@ -142,7 +142,7 @@ def jax_draws(exact_case):
 
 
 def test_the_enumeration_is_the_expected_k_sample_bound(exact_case):
-    """The yardstick itself: at K = 1 it is the exact ELBO (sbn_ppl.evaluation.exact_kl);
+    """The yardstick itself: at K = 1 it is the exact ELBO (sbn_ppl.yardstick.exact.exact_kl);
     E[L_3] lies between it and log p(x) (Burda et al. 2016)."""
     params, x, _, _ = exact_case
     arch, p = params.architecture, trainable(params)
@@ -406,6 +406,6 @@ def test_one_folder_and_one_registry_line_reach_fit_compare_and_the_command_line
 
 
 def test_compare_plans_both_backends():
-    from sbn_ppl.harness import plan
+    from sbn_ppl.comparison.harness import plan
 
     assert [(m.name, m.backend) for m in plan("vimco", backend="all")] == [("vimco", "numpyro"), ("vimco", "pyro")]

@@ -37,8 +37,9 @@ import pyro
 import pytest
 import torch
 
-from sbn_ppl import SBNParams, evaluation
-from sbn_ppl.params import generative_keys, mean_field_keys, recognition_keys
+from sbn_ppl import SBNParams
+import sbn_ppl.yardstick.exact as enumeration
+from sbn_ppl.base.params import generative_keys, mean_field_keys, recognition_keys
 from sbn_ppl.models import numpyro_sbn, pyro_sbn
 from tests.conftest import all_binary
 
@@ -110,7 +111,7 @@ def test_exact_elbo_is_log_likelihood_minus_kl(net, guide):
     theta_keys, phi_keys = keys_of(params, guide)
     values = {k: torch.tensor(np.asarray(params[k], dtype=np.float64)) for k in theta_keys + phi_keys}
     elbo = exact_elbo_torch(params.architecture, values, torch.as_tensor(x, dtype=torch.float64), guide)
-    assert elbo.item() == pytest.approx(evaluation.exact_kl(params, guide, x).elbo.sum(), rel=1e-6)
+    assert elbo.item() == pytest.approx(enumeration.exact_kl(params, guide, x).elbo.sum(), rel=1e-6)
 
 
 # -- the estimates -------------------------------------------------------------------------------

@@ -12,8 +12,10 @@ from numpyro import handlers as nhandlers
 from numpyro.infer.util import log_density
 from pyro import poutine
 
-from sbn_ppl import SBNParams, density, evaluation
-from sbn_ppl.architecture import site_name
+from sbn_ppl import SBNParams
+from sbn_ppl.base import density
+import sbn_ppl.yardstick.exact as enumeration
+from sbn_ppl.base.architecture import site_name
 from sbn_ppl.models import numpyro_sbn, pyro_sbn
 from tests.conftest import all_binary
 
@@ -167,7 +169,7 @@ def test_ancestral_samples_match_exact_visible_marginals():
     """
     params = SBNParams.init("4-3-2", seed=2, scale=1.5)
     xs = all_binary(4)
-    p_x = np.exp(evaluation.exact_log_likelihood(params, xs))
+    p_x = np.exp(enumeration.exact_log_likelihood(params, xs))
     exact = p_x @ xs
     n = 20_000
     pyro.clear_param_store()

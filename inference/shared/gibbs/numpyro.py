@@ -1,0 +1,285 @@
+"""Single-unit Gibbs sampling of an SBN's posterior ``p(h | x)`` in JAX (Neal 1992, section 3).
+
+One sweep resamples every hidden unit once from its exact conditional, layer by layer
+(``h1`` first, then ``h2`` ...), the units of a layer in turn. For unit ``k`` with
+children ``c`` (the README, "The methods")::
+
+    logit p(h_k = 1 | rest) = a_k + sum_c [ c w_kc - softplus(a_c^0 + w_kc) + softplus(a_c^0) ]
+
+The sweep keeps every layer's pre-activation ``a`` and its ``softplus(a)``; a unit's
+update evaluates the children's pre-activation with the unit flipped, ``a_c + (1 - 2 s) w_kc``,
+and its softplus (the only transcendental: one per child), and a flip keeps those as the
+new cached values. A sweep costs O(edges) per data point and chain, like a forward pass.
+Data points and chains are the vectorised (leading) axes.
+
+Tempering (for AIS): ``beta`` multiplies the likelihood terms ``log p(x | h)`` only, so
+the sweep leaves ``p(h) p(x | h)^beta`` invariant.
+
+* :func:`init` / :func:`sample_prior`: a starting state; :func:`step`: one sweep;
+  :func:`conditional_logits`: every unit's exact conditional (tests, the torch twin).
+* :class:`SBNGibbs`: the sweep as a NumPyro :class:`~numpyro.infer.mcmc.MCMCKernel`, so
+  ``numpyro.infer.MCMC(SBNGibbs(numpyro_sbn.model), ...)`` samples the model's ``h1 .. hL``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax, random
+import numpy as np
+from numpyro import handlers
+from numpyro.infer.mcmc import MCMCKernel
+from numpyro.util import is_prng_key
+
+from sbn_ppl.base.architecture import site_name
+from sbn_ppl.base.arrays import validate_binary
+from sbn_ppl.models import numpyro_sbn  # registers SBNParams as a pytree
+from sbn_ppl.base.params import SBNParams, generative_keys
+
+
+class GibbsState(NamedTuple):
+    """``hidden[l - 1]`` is ``h_l``, shape ``(*batch, n_l)`` of 0./1. (batch: chains, data points)."""
+
+    hidden: tuple
+
+
+class GibbsInfo(NamedTuple):
+    """After the sweep: ``log p(x, h)`` and ``log p(x | h)`` per batch element (nats), and
+    the fraction of hidden units that changed value."""
+
+    log_joint: jax.Array
+    log_likelihood: jax.Array
+    flip_rate: jax.Array
+
+
+def _as_jax(params: SBNParams) -> SBNParams:
+    return jax.tree_util.tree_map(jnp.asarray, params)
+
+
+def _layers(x, hidden):
+    batch = hidden[0].shape[:-1]
+    return [jnp.broadcast_to(x, batch + x.shape[-1:]).astype(hidden[0].dtype)] + list(hidden)
+
+
+def _preactivations(params: SBNParams, layers):
+    arch = params.architecture
+    shape = layers[0].shape[:-1]
+    return [jnp.broadcast_to(numpyro_sbn.preactivation(arch, params, layers, l), shape + (arch.sizes[l],))
+            for l in range(arch.num_layers + 1)]
+
+
+def _flip_log_odds(sign, a_own, children):
+    """``log p(h_k = 1 - s | rest) - log p(h_k = s | rest)``, with ``sign = 1 - 2 s``.
+
+    ``children`` holds ``(c, a_c, sp_c, w_kc, coef)``: the child layer's values, its
+    pre-activation and softplus with ``h_k = s``, the weights out of ``k`` and the factor
+    (``beta`` for the visible layer, 1 otherwise). Also returns each child's flipped
+    pre-activation and its softplus, for the caller to keep on a flip.
+    """
+    d = sign * a_own  # own term: log p(1 - s | a_k) - log p(s | a_k) = (1 - 2 s) a_k
+    flipped = []
+    for c, a_c, sp_c, w, coef in children:
+        delta = sign[..., None] * w
+        a_alt = a_c + delta  # a_c with h_k flipped
+        sp_alt = jax.nn.softplus(a_alt)
+        # sum_j [c_j a_j - softplus(a_j)] at the flipped state minus at the current one
+        d = d + coef * jnp.sum(c * delta - sp_alt + sp_c, axis=-1)
+        flipped.append((a_alt, sp_alt))
+    return d, flipped
+
+
+def _sweep_layer(params, l, layers, a, sp, noise, beta):
+    """Resample the units of layer ``l`` in turn (``lax.fori_loop``); batch axis flattened."""
+    arch = params.architecture
+    kids = arch.children(l)
+    weights = [params[f"W_{l}_{c}"] for c in kids]
+    coefs = [beta if c == 0 else 1.0 for c in kids]
+    a_own = a[l].T  # (n_l, B): the layer's own pre-activation, fixed while it is swept
+
+    def body(k, carry):
+        h_t, a_kids, sp_kids = carry
+        s = h_t[k]
+        sign = 1.0 - 2.0 * s
+        children = [(layers[c], a_kids[i], sp_kids[i], weights[i][k], coefs[i]) for i, c in enumerate(kids)]
+        d, flipped = _flip_log_odds(sign, a_own[k], children)
+        flip = d > noise[k]  # logistic noise: P(flip) = sigmoid(d), the exact conditional
+        h_t = h_t.at[k].set(jnp.where(flip, 1.0 - s, s))
+        a_kids = tuple(jnp.where(flip[:, None], alt, old) for (alt, _), old in zip(flipped, a_kids))
+        sp_kids = tuple(jnp.where(flip[:, None], spa, old) for (_, spa), old in zip(flipped, sp_kids))
+        return h_t, a_kids, sp_kids
+
+    carry = (layers[l].T, tuple(a[c] for c in kids), tuple(sp[c] for c in kids))
+    h_t, a_kids, sp_kids = lax.fori_loop(0, arch.sizes[l], body, carry)
+    for i, c in enumerate(kids):
+        a[c], sp[c] = a_kids[i], sp_kids[i]
+    return h_t.T
+
+
+def step(rng_key, state: GibbsState, params: SBNParams, x, beta=1.0):
+    """One Gibbs sweep over all hidden units of ``p(h | x)`` (tempered: ``p(h) p(x|h)^beta``).
+
+    :param rng_key: JAX PRNG key.
+    :param state: current hidden layers, each ``(*batch, n_l)`` (batch: chains x data points).
+    :param params: the SBN's :class:`~sbn_ppl.SBNParams` (a pytree; traced under jit).
+    :param x: observed data ``(..., D)`` of 0./1., broadcastable to ``(*batch, D)``.
+    :param beta: inverse temperature on the likelihood ``log p(x | h)`` (1: the posterior).
+    :returns: ``(new state, GibbsInfo)``.
+    """
+    params = _as_jax(params)
+    arch = params.architecture
+    batch = state.hidden[0].shape[:-1]
+    layers = [v.reshape((-1, v.shape[-1])) for v in _layers(jnp.asarray(x), state.hidden)]
+    a = _preactivations(params, layers)
+    sp = [jax.nn.softplus(v) for v in a]
+    keys = random.split(rng_key, arch.num_layers)
+    old = list(layers)
+    for l in range(1, arch.num_layers + 1):
+        noise = random.logistic(keys[l - 1], (arch.sizes[l], layers[0].shape[0]), dtype=layers[l].dtype)
+        layers[l] = _sweep_layer(params, l, layers, a, sp, noise, beta)
+    # log p(x, h) = sum_l sum_j [s_j a_j - softplus(a_j)], from the caches kept current
+    per_layer = [jnp.sum(layers[l] * a[l] - sp[l], -1) for l in range(arch.num_layers + 1)]
+    flips = sum(jnp.sum(layers[l] != old[l], -1) for l in range(1, arch.num_layers + 1)) / arch.num_hidden
+    hidden = tuple(layers[l].reshape(batch + (arch.sizes[l],)) for l in range(1, arch.num_layers + 1))
+    info = GibbsInfo(sum(per_layer).reshape(batch), per_layer[0].reshape(batch), flips.reshape(batch))
+    return GibbsState(hidden), info
+
+
+def sample_prior(rng_key, params: SBNParams, batch_shape) -> GibbsState:
+    """Hidden layers drawn ancestrally from the prior ``p(h)``, each ``(*batch_shape, n_l)``."""
+    params = _as_jax(params)
+    arch = params.architecture
+    batch_shape = tuple(batch_shape)
+    layers: list = [None] * (arch.num_layers + 1)
+    keys = random.split(rng_key, arch.num_layers)
+    for l in range(arch.num_layers, 0, -1):
+        a = numpyro_sbn.preactivation(arch, params, layers, l)
+        a = jnp.broadcast_to(a, batch_shape + (arch.sizes[l],))
+        layers[l] = random.bernoulli(keys[l - 1], jax.nn.sigmoid(a)).astype(jnp.float32)
+    return GibbsState(tuple(layers[1:]))
+
+
+def init(rng_key, params: SBNParams, x, num_chains: int | None = None) -> GibbsState:
+    """A starting state for data ``x`` ``(N, D)``: hidden layers from the prior, each
+    ``(N, n_l)``, or ``(num_chains, N, n_l)`` when ``num_chains`` is given."""
+    x = _checked_data(params, x)
+    batch = x.shape[:-1] if num_chains is None else (int(num_chains),) + x.shape[:-1]
+    if num_chains is not None and num_chains < 1:
+        raise ValueError(f"the number of chains must be at least 1, got {num_chains}")
+    return sample_prior(rng_key, params, batch)
+
+
+def conditional_logits(params: SBNParams, x, hidden, beta=1.0) -> list:
+    """``logit p(h_{l,k} = 1 | all other units, x)`` for every hidden unit at the state
+    ``hidden`` (tempered by ``beta``), one ``(*batch, n_l)`` array per hidden layer. The
+    same arithmetic as :func:`step`, for all units at once (no unit is changed)."""
+    params = _as_jax(params)
+    arch = params.architecture
+    layers = _layers(jnp.asarray(x), tuple(hidden))
+    a = _preactivations(params, layers)
+    sp = [jax.nn.softplus(v) for v in a]
+    out = []
+    for l in range(1, arch.num_layers + 1):
+        sign = 1.0 - 2.0 * layers[l]
+        children = [(layers[c][..., None, :], a[c][..., None, :], sp[c][..., None, :], params[f"W_{l}_{c}"],
+                     beta if c == 0 else 1.0) for c in arch.children(l)]
+        d, _ = _flip_log_odds(sign, a[l], children)
+        out.append(sign * d)  # log p(1)/p(0) = d when s = 0, -d when s = 1
+    return out
+
+
+# -- NumPyro adapter --------------------------------------------------------------------------
+
+
+class SBNGibbsState(NamedTuple):
+    """``z``: ``{"h1": (N, n_1), ...}``; ``log_joint``: ``log p(x, h)`` summed over data points."""
+
+    z: dict
+    log_joint: jax.Array
+    rng_key: jax.Array
+
+
+def model_problem(model, model_args, model_kwargs):
+    """``(params, x)`` that the NumPyro SBN ``model`` conditions on: the values of its
+    ``numpyro.param`` sites (so ``handlers.substitute`` is respected) and its observed ``x``."""
+    model_kwargs = dict(model_kwargs or {})
+    like = next((v for v in list(model_args) + list(model_kwargs.values()) if isinstance(v, SBNParams)), None)
+    if like is None:
+        raise ValueError("the model's arguments hold no SBNParams (expected model(params, x))")
+    if model_kwargs.get("subsample_size") is not None or model_kwargs.get("subsample") is not None:
+        raise ValueError("the SBN Gibbs kernel samples every data point; do not pass subsample_size or subsample")
+    trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(*model_args, **model_kwargs)
+    if "x" not in trace or not trace["x"]["is_observed"]:
+        raise ValueError("the SBN Gibbs kernel samples p(h | x): call the model with observed data x")
+    values = {k: trace[k]["value"] for k in generative_keys(like.architecture) if k in trace}
+    leaves, treedef = jax.tree_util.tree_flatten(like)
+    keys = [k for k in like if k != "sizes"]  # the pytree's leaf order
+    params = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(values.get(k, v)) for k, v in zip(keys, leaves)])
+    return params, _checked_data(like, trace["x"]["value"])
+
+
+def _checked_data(params: SBNParams, x):
+    """``x`` as a JAX array, checked (binary, no NaN, the model's width) whenever it is concrete."""
+    if isinstance(x, jax.core.Tracer):
+        return x
+    return jnp.asarray(validate_binary(np.asarray(x).reshape(-1, np.shape(x)[-1]),
+                                      width=params.architecture.visible_size, name="x").reshape(np.shape(x)))
+
+
+class SBNGibbs(MCMCKernel):
+    """Our single-unit Gibbs sweep as a NumPyro MCMC kernel for :func:`numpyro_sbn.model`.
+
+    Usage::
+
+        mcmc = numpyro.infer.MCMC(SBNGibbs(numpyro_sbn.model), num_warmup=100, num_samples=1000,
+                                  num_chains=4, chain_method="vectorized")
+        mcmc.run(jax.random.PRNGKey(0), params, x)
+        mcmc.get_samples()["h1"]          # (4000, N, n_1)
+
+    One MCMC sample is ``sweeps`` full sweeps (every hidden unit of every data point
+    resampled ``sweeps`` times). ``beta`` tempers the likelihood (AIS); 1 is the posterior.
+    """
+
+    sample_field = "z"
+
+    def __init__(self, model=numpyro_sbn.model, *, sweeps: int = 1, beta: float = 1.0):
+        if sweeps < 1:
+            raise ValueError(f"sweeps must be at least 1, got {sweeps}")
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must lie in [0, 1], got {beta}")
+        self._model, self._sweeps, self._beta = model, int(sweeps), float(beta)
+
+    @property
+    def model(self):
+        return self._model
+
+    def _init_one(self, rng_key, init_params, model_args, model_kwargs):
+        params, x = model_problem(self._model, model_args, model_kwargs)
+        rng_key, key_init = random.split(rng_key)
+        arch = params.architecture
+        if init_params:
+            hidden = tuple(jnp.asarray(init_params[site_name(l)], jnp.float32) for l in range(1, arch.num_layers + 1))
+        else:
+            hidden = init(key_init, params, x).hidden
+        log_joint = numpyro_sbn.log_joint(arch, params, [x] + list(hidden)).sum()
+        z = {site_name(l): hidden[l - 1] for l in range(1, arch.num_layers + 1)}
+        return SBNGibbsState(z, log_joint, rng_key)
+
+    def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
+        if is_prng_key(rng_key):
+            return self._init_one(rng_key, init_params, model_args, model_kwargs)
+        return jax.vmap(lambda k, p: self._init_one(k, p, model_args, model_kwargs))(rng_key, init_params)
+
+    def _sample_one(self, state, model_args, model_kwargs):
+        params, x = model_problem(self._model, model_args, model_kwargs)
+        names = [site_name(l) for l in range(1, params.architecture.num_layers + 1)]
+        gibbs = GibbsState(tuple(state.z[n] for n in names))
+        rng_key, key = random.split(state.rng_key)
+        for sub in random.split(key, self._sweeps):
+            gibbs, info = step(sub, gibbs, params, x, self._beta)
+        return SBNGibbsState(dict(zip(names, gibbs.hidden)), info.log_joint.sum(), rng_key)
+
+    def sample(self, state, model_args, model_kwargs):
+        if is_prng_key(state.rng_key):
+            return self._sample_one(state, model_args, model_kwargs)
+        return jax.vmap(lambda s: self._sample_one(s, model_args, model_kwargs))(state)

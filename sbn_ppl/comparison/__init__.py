@@ -1,0 +1,1 @@
+"""sbn_ppl/comparison"""
