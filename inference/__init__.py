@@ -50,7 +50,7 @@ def get_method(name: str, backend: str | None = None) -> Method:
     if backend not in available:
         raise ValueError(f"method {name!r} has no {backend!r} backend; available: {', '.join(available)}")
     package, entry = _REGISTRY[(name, backend)]
-    return getattr(importlib.import_module(entry.module, package), entry.factory)()
+    return Method(entry, getattr(importlib.import_module(entry.module, package), entry.factory))
 
 
 def entries() -> list[Entry]:

@@ -73,7 +73,8 @@ def step_seed(seed: int, step: int) -> int:
 
 def runner_for(method: Method, params: SBNParams, options: dict, train: np.ndarray, seed: int,
                batch_size: int, devices: int | None = None):
-    """The backend's runner, with ``method.init`` already called. ``devices``: the JAX
+    """The backend's runner, with the method built for ``params``' architecture and
+    ``options`` and its ``init`` already called. ``devices``: the JAX
     runner's device count (``None``: every device); the Pyro backend runs on one device
     and refuses more."""
     from sbn_ppl.engine.sharding import check_devices
@@ -100,6 +101,7 @@ class JaxRunner:
 
         pytrees.register()
         self.method, self.seed = method, int(seed)
+        self.kernel = method.build(params.architecture, options)
         self.num_data = len(train)
         self.batch_size = effective_batch_size(self.num_data, batch_size)
         if self.mesh is not None and not method.jit:
@@ -110,14 +112,14 @@ class JaxRunner:
         host = np.asarray(train, dtype=np.float32)
         self.train = jax.numpy.asarray(host)
         key_init, self.step_root = jax.random.split(jax.random.PRNGKey(self.seed))
-        self.state = method.init(key_init, params, options, self.train)
+        self.state = self.kernel.init(key_init, params, self.train)
         self.length = None  # the scan length, fixed after the first chunks
         self._shardings = None
         if self.mesh is not None:
             rep = sharding.replicated(self.mesh)
             rows = sharding.along(self.mesh, 0, 2) if sharding.splits(self.mesh, host.shape, 0) else rep
             self._shardings = _Shardings(
-                state=sharding.state_shardings(self.mesh, self.state, method.data_axes, self.num_data),
+                state=sharding.state_shardings(self.mesh, self.state, self.kernel.data_axes, self.num_data),
                 train=rows, replicated=rep, idx=sharding.along(self.mesh, 1, 2),
                 batch_index=sharding.along(self.mesh, 0, 1), batch_x=sharding.along(self.mesh, 0, 2))
             self.train = sharding.put(host, rows)
@@ -169,11 +171,11 @@ class JaxRunner:
             from sbn_ppl.engine.sharding import put, to_host
 
             sh = self._shardings
-            self.state, infos = _sharded_scan(self.method.step, sh)(
+            self.state, infos = _sharded_scan(self.kernel.step, sh)(
                 self.state, self.train, self.step_root, put(steps, sh.replicated), put(idx, sh.idx),
                 put(active, sh.replicated))
             return _mean_info({k: to_host(v) for k, v in _as_dict(infos).items()}, count)
-        self.state, infos = _scan(self.method.step, self.state, self.train, self.step_root, jnp.asarray(steps),
+        self.state, infos = _scan(self.kernel.step, self.state, self.train, self.step_root, jnp.asarray(steps),
                                   jnp.asarray(idx), jnp.asarray(active))
         return _mean_info(infos, count)
 
@@ -187,15 +189,15 @@ class JaxRunner:
         infos = []
         for s, i in zip(steps, idx):
             batch = Batch(jax.numpy.asarray(i), self.train[i])
-            self.state, info = self.method.step(jax.random.fold_in(self.step_root, int(s)), self.state, batch)
+            self.state, info = self.kernel.step(jax.random.fold_in(self.step_root, int(s)), self.state, batch)
             infos.append(_as_dict(info))
         return {k: float(np.mean([float(d[k]) for d in infos])) for k in infos[0]}
 
     def params(self) -> SBNParams:
-        return self.method.get_params(self._host_state(replicated_only=True))
+        return self.kernel.get_params(self._host_state(replicated_only=True))
 
     def bound(self, x):
-        return None if self.method.bound is None else self.method.bound(self._host_state(), x)
+        return None if self.kernel.bound is None else self.kernel.bound(self._host_state(), x)
 
     def state_arrays(self) -> dict[str, np.ndarray] | None:
         """The state's leaves (optimiser moments, chains, keys, ...) for an exact resume."""
@@ -230,7 +232,7 @@ def _mean_info(infos, count: int) -> dict:
     return {k: float(np.mean(np.asarray(v)[:count], dtype=np.float64)) for k, v in _as_dict(infos).items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=16)  # a step is a kernel's closure: one entry per run (and its compiled scan)
 def _jitted_scan(step):
     import jax
     from jax import lax
@@ -312,6 +314,7 @@ class TorchRunner:
         import torch
 
         self.method, self.seed = method, int(seed)
+        self.kernel = method.build(params.architecture, options)
         self.num_data = len(train)
         self.batch_size = effective_batch_size(self.num_data, batch_size)
         self.train = torch.as_tensor(np.asarray(train, dtype=np.float32))
@@ -319,7 +322,7 @@ class TorchRunner:
         self.threads = threads_for(self.batch_size * max(params.architecture.sizes) * copies(options))
         with self.scope():
             torch.manual_seed(step_seed(self.seed, -1))
-            self.state = method.init(step_seed(self.seed, -1), params, options, self.train)
+            self.state = self.kernel.init(step_seed(self.seed, -1), params, self.train)
 
     @contextlib.contextmanager
     def scope(self):
@@ -348,7 +351,7 @@ class TorchRunner:
             for i, s in enumerate(range(start, start + count)):
                 seed = step_seed(self.seed, s)
                 torch.default_generator.manual_seed(seed)  # CPU stream only: 1.7 us, not torch.manual_seed's ~1 ms
-                self.state, info = self.method.step(seed, self.state, Batch(idx[i], self.train[idx[i]]))
+                self.state, info = self.kernel.step(seed, self.state, Batch(idx[i], self.train[idx[i]]))
                 for k, v in _as_dict(info).items():
                     sums[k] = sums.get(k, 0.0) + float(v)
         return {k: v / count for k, v in sums.items()}
@@ -364,13 +367,13 @@ class TorchRunner:
 
     def params(self) -> SBNParams:
         with self.scope():
-            return self.method.get_params(self.state)
+            return self.kernel.get_params(self.state)
 
     def bound(self, x):
-        if self.method.bound is None:
+        if self.kernel.bound is None:
             return None
         with self.scope():
-            return self.method.bound(self.state, x)
+            return self.kernel.bound(self.state, x)
 
 
 def threads_for(elements: int) -> int:
