@@ -24,7 +24,7 @@ import numpy as np
 
 from sbn_ppl import SBNParams, load_dataset
 from sbn_ppl.engine import runner
-from sbn_ppl.engine.fitting import fit
+from sbn_ppl.engine.fitting import Budget, fit
 from sbn_ppl.inference import get_method
 
 
@@ -39,8 +39,8 @@ def steps_per_second(label: str, seconds: float) -> float:
     data = load_dataset("digits")
     params = SBNParams.init("64-12-6", seed=0, guide=("recognition",))
     method = get_method(name, backend)
-    fit(method, params, data.train, steps=20, progress=False)  # warm-up: compilation, first traces
-    result = fit(method, params, data.train, seconds=seconds, progress=False)
+    fit(method, params, data.train, budget=Budget(steps=20), progress=False)  # warm-up: compilation, first traces
+    result = fit(method, params, data.train, budget=Budget(seconds=seconds), progress=False)
     last = result.metrics[-1]
     return last["step"] / last["seconds"]
 

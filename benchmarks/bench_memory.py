@@ -27,7 +27,7 @@ METHODS = ("rws", "vimco", "nvil", "wake-sleep", "mean-field-svi", "mean-field-f
 CHILD = r"""
 import json, sys
 from sbn_ppl import SBNParams, load_dataset
-from sbn_ppl.engine.fitting import fit
+from sbn_ppl.engine.fitting import Budget, fit
 from sbn_ppl.inference import get_method
 
 label, data, arch, seconds, batch = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
@@ -40,7 +40,7 @@ if label == "baseline":
 name, _, backend = label.partition(":")
 method = get_method(name, backend or None)
 params = SBNParams.init(arch, seed=0, guide=tuple(g for g in (method.guide,) if g))
-result = fit(method, params, train, seconds=seconds, batch_size=batch, seed=0, progress=False)
+result = fit(method, params, train, budget=Budget(seconds=seconds), batch_size=batch, seed=0, progress=False)
 m = result.metrics
 first = next(c for c in m if c["step"] > 0)
 rate = (m[-1]["step"] - first["step"]) / (m[-1]["seconds"] - first["seconds"]) if m[-1] is not first else None

@@ -33,8 +33,9 @@ import pyro
 import torch
 
 from sbn_ppl import SBNParams
+from sbn_ppl.inference import get_method
 from sbn_ppl.inference.rws import numpyro as rws_jax
-from sbn_ppl.inference.rws.pyro import ReweightedWakeSleep, rws_method
+from sbn_ppl.inference.rws.pyro import ReweightedWakeSleep
 from sbn_ppl.models import pyro_sbn
 from sbn_ppl.engine.runner import runner_for
 
@@ -100,7 +101,7 @@ def _runner_loop(method, params, data, k):
 
 
 def pyro_method_loop(params, data, k):
-    return _runner_loop(rws_method(), params, data, k)
+    return _runner_loop(get_method("rws", "pyro"), params, data, k)
 
 
 def bare_torch_loop(params: SBNParams, data: np.ndarray, k: int):
@@ -139,7 +140,7 @@ def bare_torch_loop(params: SBNParams, data: np.ndarray, k: int):
 
 
 def numpyro_method_loop(params, data, k):
-    return _runner_loop(rws_jax.rws_method(), params, data, k)
+    return _runner_loop(get_method("rws", "numpyro"), params, data, k)
 
 
 def numpyro_step_loop(params, data, k):

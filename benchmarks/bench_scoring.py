@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     from sbn_ppl import SBNParams
     from sbn_ppl.yardstick import estimates
     from sbn_ppl.base.arrays import random_subset
-    from sbn_ppl.yardstick.defaults import importance
+    from sbn_ppl.yardstick import importance
 
     test = np.load(args.data or default_data())["test"]
     x = random_subset(np.asarray(test, dtype=np.float32), args.points, args.seed)

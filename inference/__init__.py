@@ -11,6 +11,8 @@ import importlib
 from sbn_ppl.base.methods import BACKENDS, Entry, Method
 
 from . import fixed_point, mean_field, neal, nvil, rws, vimco
+from . import concrete, rebar, relax, straight_through
+from . import arm, disarm, rloo
 
 
 _REGISTRY: dict[tuple[str, str], tuple[str, Entry]] = {}
@@ -30,6 +32,13 @@ register(mean_field)
 register(fixed_point)
 register(vimco)
 register(nvil)
+register(concrete)
+register(straight_through)
+register(rebar)
+register(relax)
+register(rloo)
+register(arm)
+register(disarm)
 
 
 def method_names() -> list[str]:

@@ -14,7 +14,7 @@ Usage::
 As with every ``pyro.param``, ``params`` gives the *initial* values of the generative
 parameters (``b_<l>``, ``W_<m>_<l>``) and guide parameters (``q_...``); once they are in
 Pyro's param store the store's values are used (``pyro.clear_param_store()`` resets).
-``SBNParams.from_mapping(pyro.get_param_store(), like=params)`` reads them back.
+:func:`read_params` reads them back.
 """
 from __future__ import annotations
 
@@ -202,7 +202,15 @@ def mean_field_guide(params: SBNParams, x=None, *, num_samples=None, subsample_s
                   mean_field_keys(params.architecture))
 
 
-def read_params(like: SBNParams) -> SBNParams:
-    """The current values of Pyro's param store as :class:`~sbn_ppl.SBNParams`."""
-    store = pyro.get_param_store()
-    return SBNParams.from_mapping({k: store[k] for k in store.keys()}, like=like)
+def read_params(like: SBNParams, values: Mapping[str, torch.Tensor] | None = None) -> SBNParams:
+    """``like``'s arrays at their current values, the one way back from Pyro's param store.
+
+    :param like: the parameters whose keys to read (``sizes`` and the connectivity come from
+        it; a key ``values`` lacks keeps ``like``'s array: a site not yet created).
+    :param values: where the current tensors are: Pyro's param store (default), or any
+        mapping of names to tensors (a method that keeps its tensors itself).
+    :returns: copies (an optimiser updates its tensors in place, never the returned arrays).
+    """
+    values = pyro.get_param_store() if values is None else values
+    arrays = {k: values[k].detach().cpu().clone() if k in values else like[k] for k in like if k != "sizes"}
+    return SBNParams({"sizes": like["sizes"], **arrays}, like.architecture.connectivity)

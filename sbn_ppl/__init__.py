@@ -15,6 +15,7 @@ from sbn_ppl.base.params import SBNParams
 from sbn_ppl.base.version import __version__  # noqa: F401  (the package's version)
 
 _LAZY = {"compare": ".comparison.harness", "score": ".yardstick", "fit": ".engine.fitting", "get_method": ".inference",
+         "Budget": ".engine.fitting", "Checkpointing": ".engine.fitting",
          "report": ".comparison.reporting", "random_subset": ".base.arrays", "posthoc_guide": ".yardstick"}
 
 
@@ -28,6 +29,8 @@ def __getattr__(name):
 
 __all__ = [
     "Architecture",
+    "Budget",
+    "Checkpointing",
     "Dataset",
     "LogLikelihood",
     "SBNParams",

@@ -156,7 +156,7 @@ def _cmd_fit(args) -> None:
     from sbn_ppl.base.architecture import Architecture
     from sbn_ppl.comparison.config import DEFAULT_HIDDEN
     from sbn_ppl.base.data import load_dataset
-    from sbn_ppl.engine.fitting import fit
+    from sbn_ppl.engine.fitting import Budget, Checkpointing, fit
     from sbn_ppl.inference import get_method
     from sbn_ppl.base.params import SBNParams
 
@@ -170,10 +170,11 @@ def _cmd_fit(args) -> None:
     options = _fit_options(args, method)
     guides = tuple(g for g in (method.guide,) if g in ("recognition", "mean_field"))
     params = SBNParams.init(arch, seed=args.seed, guide=guides, connectivity=arch.connectivity)
-    result = fit(method, params, data.train, steps=args.steps, seconds=args.seconds, epochs=args.epochs,
-                 batch_size=args.batch_size, seed=args.seed, options=options,
-                 checkpoint_every=args.checkpoint_every, out=args.out, overwrite=args.overwrite,
-                 resume=args.resume, progress=not args.quiet, devices=args.devices)
+    result = fit(method, params, data.train, budget=Budget(args.steps, args.seconds, args.epochs),
+                 checkpointing=Checkpointing(args.checkpoint_every, out=args.out, overwrite=args.overwrite,
+                                             resume=args.resume),
+                 batch_size=args.batch_size, seed=args.seed, options=options, progress=not args.quiet,
+                 devices=args.devices, data=data.name)
     last = result.metrics[-1]
     print(json.dumps({"method": result.method, "backend": result.backend, "steps": last["step"],
                       "epochs": last.get("epoch"), "seconds": last["seconds"], "objective": last["objective"],
@@ -342,6 +343,17 @@ def _add_devices_flag(p, help_: str) -> None:
     p.add_argument("--devices", type=f.metadata["types"][0], default=None, help=help_)
 
 
+def _seed(text: str) -> int:
+    """A ``--seed``: a non-negative integer (NumPy's generators refuse others, late and unnamed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed is a non-negative integer, got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line on stderr, exit status 2 (argparse's own status)
         self.exit(2, f"sbn-ppl: error: {message}\n")
@@ -358,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="ancestral samples of x from a parameter file")
     p.add_argument("--params", required=True, help="parameter file (.npz)")
     p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", help="write to this file (.npy, else whitespace text) instead of stdout")
     p.set_defaults(func=_cmd_sample)
 
@@ -374,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ais-temperatures", type=int, help="ais: number of intermediate temperatures")
     p.add_argument("--ais-chains", type=int, help="ais: independent annealing runs per data point")
     p.add_argument("--limit", type=int, help="score a seeded random subset of N data points")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     _add_devices_flag(p, "is and ais: JAX devices to split the data points over (default: every device)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_renamed(p, {"--k": "--is-particles", "--temperatures": "--ais-temperatures", "--chains": "--ais-chains"})
@@ -396,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, help="passes over the training set")
     p.add_argument("--seconds", type=float, help="training time")
     p.add_argument("--batch-size", type=int, default=100, help="mini-batch size (default 100)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", default=FIT_DEFAULT_OUT, help=f"output folder (default {FIT_DEFAULT_OUT})")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -438,10 +450,17 @@ def _entries():
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The command: its exit status (2: an error, one line on stderr; 130: Ctrl-C).
+
+    Run as the command (``argv`` is ``None``), a Ctrl-C ends the process at once with status
+    130 once the run has saved what it keeps: the interpreter's usual exit can crash while
+    XLA threads are still compiling (a segmentation fault, status 139)."""
+    from sbn_ppl.engine.fitting import interrupts_noticed
+
     try:
-        status = args.func(args)
+        with interrupts_noticed():
+            args = build_parser().parse_args(argv)
+            status = args.func(args)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"sbn-ppl: error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -450,8 +469,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("sbn-ppl: interrupted", file=sys.stderr)
+        if argv is None:
+            _exit_now(130)
         return 130
     return status or 0
+
+
+def _exit_now(status: int) -> None:
+    """Flush and end the process without the interpreter's teardown (see :func:`main`)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
 
 
 def _one_line(e: BaseException) -> str:

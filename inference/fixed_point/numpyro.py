@@ -73,7 +73,8 @@ import optax
 
 from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.arrays import validate_binary
-from sbn_ppl.base.methods import Batch, Method, Static
+from sbn_ppl.base.methods import Batch, Kernel
+from sbn_ppl.inference.shared.gradient.numpyro import gradient_kernel
 from sbn_ppl.base.optimizers import optax_optimizer
 from sbn_ppl.base.params import SBNParams, generative_keys
 from sbn_ppl.base.resources import check_memory
@@ -378,24 +379,13 @@ def mean_field_bound(params: SBNParams, x, sweeps: int = BOUND_SWEEPS.default, i
 # -- learning: the method --------------------------------------------------------------------
 
 
-class Config(NamedTuple):
-    """What a jitted step needs to know (static: hashable, carried in the state)."""
-
-    arch: Architecture
-    optimizer: optax.GradientTransformation
-    iterations: int
-    bound_sweeps: int
-
-
 class FixedPointState(NamedTuple):
     """``theta``: the generative parameters; ``opt_state``: the optimiser's; ``variational``: every
-    training point's ``lambda``, ``xi`` and ``eta``, :func:`pack`-ed (a row per training point);
-    ``config``: :class:`Config` (static)."""
+    training point's ``lambda``, ``xi`` and ``eta``, :func:`pack`-ed (a row per training point)."""
 
     theta: dict
     opt_state: Any
     variational: jax.Array
-    config: Static
 
 
 class FixedPointInfo(NamedTuple):
@@ -403,57 +393,35 @@ class FixedPointInfo(NamedTuple):
     accepted: jax.Array  # the fraction of proposed moves the batch took
 
 
-def init_state(key, params: SBNParams, options: dict, train) -> FixedPointState:
-    """Generative parameters from ``params``; ``mu = xi = 1/2``, ``eta = 1`` for every training point."""
-    arch = params.architecture
-    train = validate_binary(np.asarray(train), width=arch.visible_size, name="training data")
-    width = sum(arch.hidden_sizes) + sum(arch.sizes) + 1
-    check_memory(3.0 * 4 * len(train) * width, f"the mean-field state of {len(train)} training points ({arch})")
+def build(arch: Architecture, options: dict) -> Kernel:
+    """``mean-field-fixed-point`` (Saul, Jaakkola & Jordan 1996), jitted JAX, for ``arch`` and
+    the checked ``options`` (``lr``, ``optimizer``, ``lr_half_life``, ``iterations``,
+    ``bound_sweeps``). ``init``: the generative parameters from ``params``, ``mu = xi = 1/2``
+    and ``eta = 1`` for every training point. ``step``: ``iterations`` sweeps on the batch's
+    ``(mu, xi)`` (resumed from the state, rows ``batch.index``), then one optimiser step up
+    ``L`` in the generative parameters; ``info``: :class:`FixedPointInfo`. ``bound``: the SJJ
+    bound on ``log p(x_n)`` after at most ``bound_sweeps`` sweeps from ``mu = xi = 1/2``.
+    ``data_axes``: every training point's variational row is split over the devices."""
     optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
-    theta = _theta(params)
-    config = Config(arch, optimizer, int(options["iterations"]), int(options["bound_sweeps"]))
-    return FixedPointState(theta, optimizer.init(theta), pack(initial_variational(arch, len(train))),
-                           Static(config))
+    iterations, bound_sweeps = int(options["iterations"]), int(options["bound_sweeps"])
 
+    def start(key, params: SBNParams, train):
+        train = validate_binary(np.asarray(train), width=arch.visible_size, name="training data")
+        width = sum(arch.hidden_sizes) + sum(arch.sizes) + 1
+        check_memory(3.0 * 4 * len(train) * width, f"the mean-field state of {len(train)} training points ({arch})")
+        theta = _theta(params)
+        return FixedPointState(theta, optimizer.init(theta), pack(initial_variational(arch, len(train)))), None
 
-def step(key, state: FixedPointState, batch: Batch):
-    """``iterations`` sweeps on the batch's ``(mu, xi)`` (resumed from the state, rows
-    ``batch.index``), then one optimiser step up ``L`` in the generative parameters."""
-    c = state.config.value
-    idx, x = batch.index, batch.x.astype(state.variational.dtype)
-    va = unpack(c.arch, state.variational[idx])
-    va, m, taken = learning_ascent(c.arch, state.theta, x, va, c.iterations)
-    grads = theta_gradient(c.arch, state.theta, x, va, m)
-    updates, opt_state = c.optimizer.update(jax.tree.map(jnp.negative, grads), state.opt_state, state.theta)
-    theta = optax.apply_updates(state.theta, updates)
-    variational = state.variational.at[idx].set(pack(va))
-    return state._replace(theta=theta, opt_state=opt_state, variational=variational), \
-        FixedPointInfo(m.value.mean(), taken)
+    def update(key, state: FixedPointState, batch: Batch):
+        idx, x = batch.index, batch.x.astype(state.variational.dtype)
+        va = unpack(arch, state.variational[idx])
+        va, m, taken = learning_ascent(arch, state.theta, x, va, iterations)
+        grads = theta_gradient(arch, state.theta, x, va, m)
+        updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grads), state.opt_state, state.theta)
+        theta = optax.apply_updates(state.theta, updates)
+        variational = state.variational.at[idx].set(pack(va))
+        return FixedPointState(theta, opt_state, variational), FixedPointInfo(m.value.mean(), taken)
 
-
-def get_params(state: FixedPointState) -> SBNParams:
-    """The generative parameters (the method trains no guide for new data)."""
-    arch = state.config.value.arch
-    return SBNParams.from_arrays(arch, state.theta)
-
-
-def bound(state: FixedPointState, x) -> np.ndarray:
-    """The SJJ bound on ``log p(x_n)`` after at most ``bound_sweeps`` sweeps from ``mu = xi = 1/2`` on ``x``."""
-    return mean_field_bound(get_params(state), x, state.config.value.bound_sweeps)[0]
-
-
-def data_axes(state: FixedPointState):
-    """Every training point's variational row (axis 0 of ``variational``) is split over the
-    devices; the weights and the optimiser's state are replicated."""
-    return state._replace(theta=None, opt_state=None, variational=0)
-
-
-def method() -> Method:
-    """``mean-field-fixed-point`` (Saul, Jaakkola & Jordan 1996), jitted JAX.
-
-    ``info``: :class:`FixedPointInfo`. ``bound``: the SJJ bound on new data.
-    """
-    return Method("mean-field-fixed-point", "numpyro", init_state, step, get_params, guide=None, bound=bound,
-                  options=FIXED_POINT_OPTIONS, data_axes=data_axes,
-                  description="SJJ mean-field bound: layer-parallel damped fixed-point sweeps on (mu, xi), "
-                              "gradient steps on the weights (JAX)")
+    kernel = gradient_kernel(arch, start, update, params_of=lambda state: state.theta,
+                             data_axes=lambda state: state._replace(theta=None, opt_state=None, variational=0))
+    return kernel._replace(bound=lambda state, x: mean_field_bound(kernel.get_params(state), x, bound_sweeps)[0])

@@ -47,7 +47,8 @@ MEAN_FIELD_SVI_OPTIONS = TRAINING + (AMORTISED, BASELINE, NUM_PARTICLES, JIT)
 
 _SVI = "mean-field guide by SVI, score-function ELBO with baselines (none, decaying, NVIL's input-dependent)"
 METHODS = (
-    Entry("mean-field-svi", "numpyro", ".numpyro", "method", MEAN_FIELD_SVI_OPTIONS, _SVI + "; NumPyro SVI, jitted"),
-    Entry("mean-field-svi", "pyro", ".pyro", "method", MEAN_FIELD_SVI_OPTIONS,
-          _SVI + "; Pyro SVI + (Jit)TraceGraph_ELBO"),
+    Entry("mean-field-svi", "numpyro", ".numpyro", "build", MEAN_FIELD_SVI_OPTIONS, _SVI + "; NumPyro SVI, jitted",
+          guide="mean_field"),
+    Entry("mean-field-svi", "pyro", ".pyro", "build", MEAN_FIELD_SVI_OPTIONS,
+          _SVI + "; Pyro SVI + (Jit)TraceGraph_ELBO", guide="mean_field"),
 )

@@ -1,14 +1,12 @@
-"""Mean-field SVI with NumPyro's ``SVI`` (the math and the options: this folder's ``__init__``).
+"""Mean-field SVI with NumPyro's ``SVI`` (the math and the options: this folder's ``__init__``;
+the twin: ``pyro.py``).
 
-One step is ``svi.update`` on the runner's batch: the model and the guide see the batch's
-rows ``batch.x`` (the local guide also ``batch.index``, to pick its logits), their
-log-densities scaled by ``N / B`` (``handlers.scale``). The loss is
-:class:`~sbn_ppl.inference.shared.score_function.numpyro.TraceGraphBaselineELBO`, the
-score-function ELBO with the chosen baseline. The step is pure and jittable: the
-``SVIState`` rides in :class:`MethodState`, the ``SVI`` object in its static :class:`Config`.
-The training set itself is not in the state: a scan carries its state from step to step,
-and a ``(N, D)`` array in it costs a copy per step (at N = 50,000 on 784-200-200 that
-halved the speed).
+Own tricks: the loss is :class:`~sbn_ppl.inference.shared.score_function.numpyro.TraceGraphBaselineELBO`
+(NumPyro's ``TraceGraph_ELBO`` reads no baselines), the batch's log-densities scaled by
+``N / B`` with ``handlers.scale``; a step is one pure, jittable ``svi.update`` on the
+runner's batch (the local guide also reads ``batch.index``, to pick its logits). The
+training set is not in the state: a scan copies its carry every step, and a ``(N, D)``
+array there halved the speed (N = 50,000 on 784-200-200).
 """
 from __future__ import annotations
 
@@ -25,10 +23,9 @@ from numpyro.infer import SVI
 
 from sbn_ppl.base.architecture import Architecture, site_name
 from sbn_ppl.base.arrays import validate_binary
-from sbn_ppl.inference.mean_field import MEAN_FIELD_SVI_OPTIONS
 from sbn_ppl.inference.shared.score_function import nvil_init
 from sbn_ppl.inference.shared.score_function.numpyro import TraceGraphBaselineELBO, guide_gradient_moments, with_baselines
-from sbn_ppl.base.methods import Batch, Method, Static, by_chunks
+from sbn_ppl.base.methods import Batch, Kernel, by_chunks
 from sbn_ppl.models import numpyro_sbn
 from sbn_ppl.models.local_guides_numpyro import local_mean_field_guide
 from sbn_ppl.models.mean_field_local import local_keys, with_local_params
@@ -57,25 +54,22 @@ def local_batch_guide(params, x, *, index, num_data: int):
         return local_mean_field_guide(params, x, index=index)
 
 
-class Config(NamedTuple):
-    """What the jitted step needs (static: hashable, carried in the state)."""
+class Setup(NamedTuple):
+    """What the step needs beside its state, fixed by ``init`` (the training set's size N
+    sets the ``N / B`` scaling and the local guide's rows)."""
 
     svi: SVI  # model, guide + baselines, optax optimiser, TraceGraphBaselineELBO
-    arch: Architecture
     keys: tuple[str, ...]  # the trained parameters: generative + the guide's
     structure: jax.tree_util.PyTreeDef  # of an SBNParams with exactly ``keys``
     num_data: int
-    amortised: bool
 
 
 class MethodState(NamedTuple):
     """``svi``: numpyro's ``SVIState`` (optimiser state with every parameter, the decaying
-    averages as mutable state); ``bound_key``: the key of the method's own bound;
-    ``config``: :class:`Config` (static)."""
+    averages as mutable state); ``bound_key``: the key of the method's own bound."""
 
     svi: numpyro.infer.svi.SVIState
     bound_key: jax.Array
-    config: Static
 
 
 class SVIInfo(NamedTuple):
@@ -90,19 +84,15 @@ def _svi(arch: Architecture, amortised: bool, baseline: str, optimizer, num_part
                TraceGraphBaselineELBO(baseline, num_particles))
 
 
-def _view(c: Config, arrays: dict) -> SBNParams:
+def _view(c: Setup, arrays: dict) -> SBNParams:
     """``arrays`` (possibly traced) as an :class:`SBNParams` pytree, for the model's signature
     (under ``SVI`` the model's ``numpyro.param`` values come from the optimiser state)."""
     return jax.tree.unflatten(c.structure, [arrays[k] for k in c.keys])
 
 
-def init_state(key, params: SBNParams, options: dict, train) -> MethodState:
+def start(key, arch: Architecture, params: SBNParams, options: dict, train) -> tuple[MethodState, Setup]:
     """The state for ``params`` (a default mean-field network if ``params`` has none; zero
-    local logits for the local guide) and the checked ``options``."""
-    if not options["jit"]:
-        raise ValueError("jit=False: the NumPyro step is always compiled (the runner scans it); "
-                         "to run it op by op for debugging, call fit inside `with jax.disable_jit():`")
-    arch = params.architecture
+    local logits for the local guide) and the checked ``options``, and the step's :class:`Setup`."""
     num_data = len(validate_binary(np.asarray(train), width=arch.visible_size, name="training data"))
     key_svi, key_nvil, key_guide, key_bound = random.split(key, 4)
     amortised = options["amortised"]
@@ -118,59 +108,69 @@ def init_state(key, params: SBNParams, options: dict, train) -> MethodState:
     like = SBNParams({"sizes": np.asarray(arch.sizes), **{k: params[k] for k in generative_keys(arch) + guide_keys}},
                      arch.connectivity)
     keys = tuple(k for k in like if k != "sizes")  # in the pytree's leaf order
-    svi = _svi(arch, amortised, options["baseline"], optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"]),
+    svi = _svi(arch, amortised, options["baseline"],
+               optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"]),
                options["num_particles"], num_data)
-    start = {k: jnp.asarray(params[k]) for k in keys}
+    begin = {k: jnp.asarray(params[k]) for k in keys}
     if options["baseline"] == "nvil":
-        start.update({k: jnp.asarray(v) for k, v in
+        begin.update({k: jnp.asarray(v) for k, v in
                       nvil_init(arch, seed=int(random.randint(key_nvil, (), 0, 2**31 - 1))).items()})
-    config = Config(svi, arch, keys, jax.tree.structure(like), num_data, amortised)
-    svi_state = svi.init(key_svi, _view(config, start), jnp.asarray(train[:1]), index=jnp.arange(1),
-                         num_data=num_data, init_params=start)
-    return MethodState(svi_state, key_bound, Static(config))
+    setup = Setup(svi, keys, jax.tree.structure(like), num_data)
+    svi_state = svi.init(key_svi, _view(setup, begin), jnp.asarray(train[:1]), index=jnp.arange(1),
+                         num_data=num_data, init_params=begin)
+    return MethodState(svi_state, key_bound), setup
 
 
-def step(key, state: MethodState, batch: Batch):
-    """One SVI update on ``batch``: its rows, scaled by ``N / B``."""
-    c = state.config.value
-    current = c.svi.get_params(state.svi)
-    svi_state, loss = c.svi.update(state.svi._replace(rng_key=key), _view(c, current), batch.x,
-                                   index=batch.index, num_data=c.num_data)
-    return state._replace(svi=svi_state), SVIInfo(-loss / c.num_data)  # loss = -(N / B) sum_batch ELBO_n
+def build(arch: Architecture, options: dict) -> Kernel:
+    """``mean-field-svi`` on the NumPyro backend for ``arch`` and the checked ``options``.
 
+    ``init`` fixes the step's :class:`Setup` (the ``SVI`` object and the training set's size,
+    which the ``N / B`` scaling needs), held by the kernel; the state holds arrays only.
+    ``step``: one SVI update on the batch's rows, scaled by ``N / B``; ``info``:
+    :class:`SVIInfo`. ``bound``: the amortised guide's Monte Carlo ELBO per data point (seeded;
+    none for the local guide, which has logits only for its training points). ``data_axes``:
+    the local guide's per-training-case logits, and their optimiser moments, are split over
+    the devices along their rows (the runner splits a leaf of the SVI state only where its
+    axis 0 has one row per training case); the weights, the amortised guide and the
+    baselines are replicated.
+    """
+    if not options["jit"]:
+        raise ValueError("jit=False: the NumPyro step is always compiled (the runner scans it); "
+                         "to run it op by op for debugging, call fit inside `with jax.disable_jit():`")
+    amortised = options["amortised"]
+    held: dict = {}  # the Setup, once init has seen the training set
 
-def data_axes(state: MethodState):
-    """Several devices: the local guide's per-training-case logits, and their optimiser
-    moments, are split over the devices along their rows (the runner splits a leaf of the SVI
-    state only where its axis 0 has one row per training case); the weights, the amortised
-    guide and the baselines are replicated."""
-    return state._replace(svi=None if state.config.value.amortised else 0, bound_key=None, config=None)
+    def setup() -> Setup:
+        if "setup" not in held:
+            raise RuntimeError("mean-field-svi: call the kernel's init before its step")
+        return held["setup"]
 
+    def init(key, params: SBNParams, train) -> MethodState:
+        state, held["setup"] = start(key, arch, params, options, train)
+        return state
 
-def get_params(state: MethodState) -> SBNParams:
-    """The generative parameters and the trained guide's (``q_mf_*`` or ``q_mf_local_*``) only."""
-    c = state.config.value
-    current = c.svi.get_params(state.svi)
-    return SBNParams({"sizes": np.asarray(c.arch.sizes), **{k: np.asarray(current[k]) for k in c.keys}},
-                     c.arch.connectivity)
+    def step(key, state: MethodState, batch: Batch):
+        c = setup()
+        current = c.svi.get_params(state.svi)
+        svi_state, loss = c.svi.update(state.svi._replace(rng_key=key), _view(c, current), batch.x,
+                                       index=batch.index, num_data=c.num_data)
+        return state._replace(svi=svi_state), SVIInfo(-loss / c.num_data)  # loss = -(N / B) sum_batch ELBO_n
 
+    def get_params(state: MethodState) -> SBNParams:
+        c = setup()
+        current = c.svi.get_params(state.svi)
+        return SBNParams({"sizes": np.asarray(arch.sizes), **{k: np.asarray(current[k]) for k in c.keys}},
+                         arch.connectivity)
 
-def bound(state: MethodState, x, num_particles: int = 100, chunk: int = 500):
-    """The amortised guide's Monte Carlo ELBO on ``x`` per data point (seeded; ``chunk``
-    points at a time); ``None`` for the local guide (it has logits only for its training points)."""
-    if not state.config.value.amortised:
-        return None
-    params = get_params(state)
-    return by_chunks(lambda i, rows: mc_elbo(params, rows, num_particles, key=random.fold_in(state.bound_key, i))[0],
-                     x, chunk)
+    def bound(state: MethodState, x, num_particles: int = 100, chunk: int = 500):
+        params = get_params(state)
+        return by_chunks(lambda i, rows: mc_elbo(params, rows, num_particles,
+                                                 key=random.fold_in(state.bound_key, i))[0], x, chunk)
 
+    def data_axes(state: MethodState):
+        return state._replace(svi=None if amortised else 0, bound_key=None)
 
-def method() -> Method:
-    """``mean-field-svi`` on the NumPyro backend: ``info`` is :class:`SVIInfo`."""
-    return Method("mean-field-svi", "numpyro", init_state, step, get_params, guide="mean_field", bound=bound,
-                  data_axes=data_axes,
-                  options=MEAN_FIELD_SVI_OPTIONS,
-                  description="mean-field guide by NumPyro SVI (jit) + score-function ELBO with baselines")
+    return Kernel(init, step, get_params, bound if amortised else None, data_axes)
 
 
 # -- the amortised guide's ELBO, and gradient variance (tests and benchmarks) -----------------------

@@ -1,32 +1,29 @@
 """Mean-field SVI with Pyro's own ``SVI`` and ``TraceGraph_ELBO`` (the math and the options:
-this folder's ``__init__``).
+this folder's ``__init__``; the twin: ``numpyro.py``).
 
-One step is ``svi.step`` on the runner's batch: the model and the guide see the batch's
-rows ``batch.x`` (the local guide also ``batch.index``, to pick its logits), their
-log-densities scaled by ``N / B`` (``poutine.scale``). The loss is Pyro's stock
-score-function ELBO, ``JitTraceGraph_ELBO`` (``jit=True``) or ``TraceGraph_ELBO``, with the
-baselines of :mod:`sbn_ppl.inference.shared.score_function.pyro` set in the guide's ``infer``
-dicts. The parameters live in the runner's param store scope.
+Own tricks: none beyond Pyro's. A step is ``svi.step`` on the runner's batch (the local guide
+also reads ``batch.index``), the log-densities scaled by ``N / B`` with ``poutine.scale``,
+the loss Pyro's stock ``JitTraceGraph_ELBO`` (``jit=True``) or ``TraceGraph_ELBO`` with the
+baselines of :mod:`sbn_ppl.inference.shared.score_function.pyro` in the guide's ``infer``
+dicts; the parameters live in the runner's param store scope.
 """
 from __future__ import annotations
-
-from typing import Any, NamedTuple
 
 import numpy as np
 import pyro
 import torch
 from pyro import poutine
 
-from sbn_ppl.base.architecture import site_name
+from sbn_ppl.base.architecture import Architecture, site_name
 from sbn_ppl.base.arrays import validate_binary
-from sbn_ppl.inference.mean_field import MEAN_FIELD_SVI_OPTIONS
+from sbn_ppl.base.methods import Batch, Kernel, by_chunks
+from sbn_ppl.base.optimizers import pyro_optimizer
+from sbn_ppl.base.params import SBNParams, generative_keys, mean_field_keys
+from sbn_ppl.inference.shared.gradient.pyro import GradientState, as_data, gradient_kernel
 from sbn_ppl.inference.shared.score_function.pyro import NVILBaseline, guide_gradient_moments, with_baselines
-from sbn_ppl.base.methods import Batch, Method, by_chunks
 from sbn_ppl.models import pyro_sbn
 from sbn_ppl.models.local_guides_pyro import local_mean_field_guide
 from sbn_ppl.models.mean_field_local import local_keys, with_local_params
-from sbn_ppl.base.optimizers import pyro_optimizer
-from sbn_ppl.base.params import SBNParams, generative_keys, mean_field_keys
 
 
 def batch_model(params, x, *, index, num_data: int):
@@ -50,93 +47,65 @@ def local_batch_guide(params, x, *, index, num_data: int):
         return local_mean_field_guide(params, x, index=index)
 
 
-class MethodState(NamedTuple):
-    """``svi``: the ``pyro.infer.SVI`` (its parameters are in the runner's param store);
-    ``like``: the initial parameters (values of first use, and the architecture);
-    ``keys``: the trained parameters (generative + the guide's); ``num_data``: ``N``;
-    ``amortised``; ``jit``: whether ``svi`` is the traced one (its model takes tensors
-    only); ``seed``: seeds the method's bound."""
+def build(arch: Architecture, options: dict) -> Kernel:
+    """``mean-field-svi`` on the Pyro backend: ``info`` is ``{"objective": ELBO per data point}``.
 
-    svi: Any
-    like: SBNParams
-    keys: tuple[str, ...]
-    num_data: int
-    amortised: bool
-    jit: bool
-    seed: int
-
-
-def init_state(seed: int, params: SBNParams, options: dict, train) -> MethodState:
-    """The state for ``params`` (a default mean-field network if ``params`` has none; zero
-    local logits for the local guide) and the checked ``options``."""
+    The state's ``objects`` is the ``pyro.infer.SVI`` (its parameters in the runner's param
+    store, its optimiser its own); ``like`` the generative arrays and the trained guide's
+    (``q_mf_*``, a default network if ``params`` has none; or zero local logits
+    ``q_mf_local_*``). The bound: the amortised guide's Monte Carlo ELBO per data point
+    (seeded; none for the local guide, which has logits only for its training points)."""
     if options["jit"] and options["baseline"] == "decaying":
         raise ValueError("jit=True cannot use baseline='decaying': Pyro writes its decaying average into the param "
                          "store inside the traced step, which torch.jit.trace does not replay; pass jit=False "
                          "(or use baseline 'nvil' or 'none')")
-    arch = params.architecture
-    num_data = len(validate_binary(train, width=arch.visible_size, name="training data"))
-    amortised = options["amortised"]
-    if amortised:
-        if not params.has_guide("mean_field"):
-            fresh = SBNParams.init(arch, int(seed), guide=("mean_field",))
-            params = params.replace(**{k: fresh[k] for k in mean_field_keys(arch)})
-        guide, guide_keys = amortised_batch_guide, mean_field_keys(arch)
-    else:
-        params = with_local_params(params, num_data)
-        guide, guide_keys = local_batch_guide, local_keys(arch)
-    # only the generative and this guide's parameters: no other guide's keys (issue 14)
-    like = SBNParams({"sizes": np.asarray(arch.sizes), **{k: params[k] for k in generative_keys(arch) + guide_keys}},
-                     arch.connectivity)
-    net = NVILBaseline(arch, seed=int(seed)) if options["baseline"] == "nvil" else None
-    guide = with_baselines(guide, options["baseline"], net)
-    optim = pyro_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
-    if options["jit"]:  # the same estimator, traced by torch.jit: tensors only as arguments
-        def model_fn(x, index):
-            return batch_model(like, x, index=index, num_data=num_data)
+    amortised, jit = options["amortised"], options["jit"]
 
-        def guide_fn(x, index):
-            return guide(like, x, index=index, num_data=num_data)
+    def start(seed: int, params: SBNParams, train) -> GradientState:
+        x = as_data(train, arch, "training data")
+        num_data = len(x)
+        if amortised:
+            params = params.with_guide("mean_field", int(seed))
+            guide, guide_keys = amortised_batch_guide, mean_field_keys(arch)
+        else:
+            params = with_local_params(params, num_data)
+            guide, guide_keys = local_batch_guide, local_keys(arch)
+        # only the generative and this guide's parameters: no other guide's keys (issue 14)
+        like = SBNParams({"sizes": np.asarray(arch.sizes), **{k: params[k] for k in generative_keys(arch) + guide_keys}},
+                         arch.connectivity)
+        net = NVILBaseline(arch, seed=int(seed)) if options["baseline"] == "nvil" else None
+        guide = with_baselines(guide, options["baseline"], net)
+        optim = pyro_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+        if jit:  # the same estimator, traced by torch.jit: tensors only as arguments
+            def model_fn(x, index):
+                return batch_model(like, x, index=index, num_data=num_data)
 
-        elbo = pyro.infer.JitTraceGraph_ELBO(num_particles=options["num_particles"], max_plate_nesting=1,
-                                             ignore_jit_warnings=True)
-        svi = pyro.infer.SVI(model_fn, guide_fn, optim, elbo)
-    else:
-        elbo = pyro.infer.TraceGraph_ELBO(num_particles=options["num_particles"], max_plate_nesting=1)
-        svi = pyro.infer.SVI(batch_model, guide, optim, elbo)
-    keys = tuple(k for k in like if k != "sizes")
-    return MethodState(svi, like, keys, num_data, amortised, options["jit"], int(seed))
+            def guide_fn(x, index):
+                return guide(like, x, index=index, num_data=num_data)
 
+            elbo = pyro.infer.JitTraceGraph_ELBO(num_particles=options["num_particles"], max_plate_nesting=1,
+                                                 ignore_jit_warnings=True)
+            svi = pyro.infer.SVI(model_fn, guide_fn, optim, elbo)
+        else:
+            elbo = pyro.infer.TraceGraph_ELBO(num_particles=options["num_particles"], max_plate_nesting=1)
+            svi = pyro.infer.SVI(batch_model, guide, optim, elbo)
+        return GradientState(like, x, (), svi, int(seed))
 
-def step(seed: int, state: MethodState, batch: Batch):
-    """One SVI step on ``batch``: its rows, scaled by ``N / B``."""
-    if state.jit:
-        loss = state.svi.step(batch.x, batch.index)
-    else:
-        loss = state.svi.step(state.like, batch.x, index=batch.index, num_data=state.num_data)
-    return state, {"objective": -loss / state.num_data}  # loss = -(N / B) sum_batch ELBO_n
+    def update(seed: int, state: GradientState, batch: Batch):
+        """One SVI step on ``batch``: its rows, scaled by ``N / B``."""
+        num_data = len(state.train)
+        if jit:
+            loss = state.objects.step(batch.x, batch.index)
+        else:
+            loss = state.objects.step(state.like, batch.x, index=batch.index, num_data=num_data)
+        return {"objective": -loss / num_data}  # loss = -(N / B) sum_batch ELBO_n
 
+    def bound(state: GradientState, x, num_particles: int = 100, chunk: int = 500):
+        params = pyro_sbn.read_params(state.like)
+        return by_chunks(lambda i, rows: mc_elbo(params, rows, num_particles, seed=state.seed + 1 + i)[0], x, chunk)
 
-def get_params(state: MethodState) -> SBNParams:
-    """The generative parameters and the trained guide's (``q_mf_*`` or ``q_mf_local_*``) only."""
-    current = pyro_sbn.read_params(like=state.like)
-    return SBNParams({"sizes": np.asarray(state.like.architecture.sizes), **{k: current[k] for k in state.keys}},
-                     state.like.architecture.connectivity)
-
-
-def bound(state: MethodState, x, num_particles: int = 100, chunk: int = 500):
-    """The amortised guide's Monte Carlo ELBO on ``x`` per data point (seeded; ``chunk``
-    points at a time); ``None`` for the local guide (it has logits only for its training points)."""
-    if not state.amortised:
-        return None
-    params = get_params(state)
-    return by_chunks(lambda i, rows: mc_elbo(params, rows, num_particles, seed=state.seed + 1 + i)[0], x, chunk)
-
-
-def method() -> Method:
-    """``mean-field-svi`` on the Pyro backend: ``info`` is ``{"objective": ELBO per data point}``."""
-    return Method("mean-field-svi", "pyro", init_state, step, get_params, guide="mean_field", bound=bound,
-                  options=MEAN_FIELD_SVI_OPTIONS,
-                  description="mean-field guide by Pyro SVI + TraceGraph_ELBO (score function with baselines)")
+    kernel = gradient_kernel(arch, start, update)
+    return kernel._replace(bound=bound if amortised else None)
 
 
 # -- the amortised guide's ELBO, and gradient variance (tests and benchmarks) -----------------------

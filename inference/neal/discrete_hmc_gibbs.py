@@ -1,24 +1,19 @@
-"""Neal's learning rule with NumPyro's stock ``DiscreteHMCGibbs`` as the posterior sampler.
+"""Neal's learning rule with NumPyro's stock ``DiscreteHMCGibbs`` as the posterior sampler
+(the math: this folder's ``__init__``; the twin with our incremental sweep: ``numpyro.py``).
 
-The method ``"numpyro-discrete-gibbs"``: the generic reference for our incremental sweep
-(:mod:`sbn_ppl.inference.neal.numpyro`), the same rule with a sampler that knows nothing
-about SBNs. A learning step on the runner's batch (indices ``batch.index``, rows ``batch.x``):
-
-    h_n <- sweeps samples of DiscreteHMCGibbs(NUTS(model)) on p(h | x_n, theta), from h_n
-    theta <- theta + optimizer( (1 / B) sum_n grad_theta log p(x_n, h_n) )
-
-with one persistent chain ``h_n`` per training case. One sample of the stock kernel is one
+Own tricks: the method ``"numpyro-discrete-gibbs"``, the generic reference for our sweep, one
+persistent chain per training case. One sample of ``DiscreteHMCGibbs(NUTS(model))`` is one
 sweep over every flat discrete coordinate (every hidden unit of every case of the batch) in
-a random order, each drawn from its exact conditional by a Metropolised Gibbs proposal
-(for a binary unit: the exact Gibbs update). The kernel runs on
+a random order, each drawn from its exact conditional by a Metropolised Gibbs proposal (for
+a binary unit: the exact Gibbs update). The kernel runs on
 ``numpyro_sbn.model(..., unit_plates=True)``, the model with a plate over the units of each
 layer (elementwise Bernoulli sites: the stock kernel cannot enumerate a ``.to_event(1)``
 site), with its ``numpyro.param`` sites hidden from the kernel, so that every sweep uses
 the current weights (the kernel would otherwise keep the values it saw at ``init``).
 
 It re-evaluates the whole model for every unit it updates, so a sweep costs O(hidden units
-x edges x batch): small nets only. Its step is not jittable as a whole (``Method(jit=False)``:
-the runner loops it in Python); the sweeps and the gradient step are each jitted.
+x edges x batch): small nets only. Its step is not jittable as a whole (the runner loops it
+in Python); the sweeps and the gradient step are each jitted.
 """
 from __future__ import annotations
 
@@ -31,9 +26,9 @@ import optax
 from numpyro import handlers
 
 from sbn_ppl.base.architecture import Architecture, site_name
-from sbn_ppl.inference.neal import STOCK_OPTIONS
+from sbn_ppl.base.methods import Batch, Kernel
+from sbn_ppl.base.optimizers import optax_optimizer
 from sbn_ppl.inference.neal import numpyro as neal_jax
-from sbn_ppl.base.methods import Batch, Method, Static
 from sbn_ppl.models import numpyro_sbn
 from sbn_ppl.base.params import SBNParams
 
@@ -84,13 +79,6 @@ def _learning_update(params, opt_state, chains, index, x, hidden, *, optimizer):
     return optax.apply_updates(params, updates), opt_state, chains, objective
 
 
-class StockConfig(NamedTuple):
-    arch: Architecture
-    optimizer: optax.GradientTransformation
-    sweeps: int
-    kernel: Any  # numpyro.infer.DiscreteHMCGibbs, initialised at the first step
-
-
 class StockState(NamedTuple):
     """As :class:`~sbn_ppl.inference.neal.numpyro.NealState` (one chain per case:
     ``chains[l - 1]`` is ``(1, N_train, n_l)``), plus ``kernel_state``: the stock kernel's
@@ -100,46 +88,40 @@ class StockState(NamedTuple):
     opt_state: Any
     chains: tuple
     kernel_state: Any
-    config: Static
 
 
 class StockInfo(NamedTuple):
     objective: jax.Array  # mean log p(x, h) over the batch's chain states after the sweeps
 
 
-def init_state(key, params: SBNParams, options: dict, train) -> StockState:
-    """As :func:`sbn_ppl.inference.neal.numpyro.init_state` with one chain per case."""
+def build(arch: Architecture, options: dict) -> Kernel:
+    """Neal's rule with NumPyro's stock ``DiscreteHMCGibbs`` as the posterior sampler, for
+    ``arch`` and the checked ``options`` (as ``gibbs``'s, one chain per case). Every
+    single-unit update re-evaluates the whole model (all units of the batch), so a sweep costs
+    O(hidden units x edges x batch): feasible only for small nets and batches (e.g. 64-32-16,
+    batch 10). ``info``: :class:`StockInfo`."""
     from numpyro.infer import NUTS, DiscreteHMCGibbs
 
-    base = neal_jax.init_state(key, params, {**options, "chains": 1}, train)
-    c = base.config.value
-    config = StockConfig(c.arch, c.optimizer, c.sweeps, DiscreteHMCGibbs(NUTS(stock_model)))
-    return StockState(base.params, base.opt_state, base.chains, None, Static(config))
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    sweeps = int(options["sweeps"])
+    kernel = DiscreteHMCGibbs(NUTS(stock_model))
+    names = [site_name(l) for l in range(1, arch.num_layers + 1)]
 
+    def init(key, params: SBNParams, train) -> StockState:
+        base = neal_jax.init(key, params, train, optimizer, 1)
+        return StockState(base.params, base.opt_state, base.chains, None)
 
-def step(key, state: StockState, batch: Batch):
-    """One learning step on ``batch``: ``sweeps`` samples of the stock kernel from the
-    chains of ``batch.index``, then the optimiser's step up ``grad log p(x, h)`` there."""
-    c = state.config.value
-    hidden = tuple(ch[0, batch.index].astype(batch.x.dtype) for ch in state.chains)
-    kernel_state = state.kernel_state
-    if kernel_state is None:  # the kernel's state for this batch size (the runner's batches all have one)
-        names = [site_name(l) for l in range(1, c.arch.num_layers + 1)]
-        kernel_state = c.kernel.init(jax.random.fold_in(key, 2), 0, dict(zip(names, hidden)),
-                                     (state.params, batch.x), {})
-    kernel_state, hidden = stock_sweeps(c.kernel, kernel_state, key, state.params, batch.x, hidden, sweeps=c.sweeps)
-    params, opt_state, chains, objective = _learning_update(state.params, state.opt_state, state.chains, batch.index,
-                                                            batch.x, hidden, optimizer=c.optimizer)
-    return StockState(params, opt_state, chains, kernel_state, state.config), StockInfo(objective)
+    def step(key, state: StockState, batch: Batch):
+        """``sweeps`` samples of the stock kernel from the chains of ``batch.index``, then the
+        optimiser's step up ``grad log p(x, h)`` there."""
+        hidden = tuple(ch[0, batch.index].astype(batch.x.dtype) for ch in state.chains)
+        kernel_state = state.kernel_state
+        if kernel_state is None:  # the kernel's state for this batch size (the runner's batches all have one)
+            kernel_state = kernel.init(jax.random.fold_in(key, 2), 0, dict(zip(names, hidden)),
+                                       (state.params, batch.x), {})
+        kernel_state, hidden = stock_sweeps(kernel, kernel_state, key, state.params, batch.x, hidden, sweeps=sweeps)
+        params, opt_state, chains, objective = _learning_update(state.params, state.opt_state, state.chains,
+                                                                batch.index, batch.x, hidden, optimizer=optimizer)
+        return StockState(params, opt_state, chains, kernel_state), StockInfo(objective)
 
-
-def method() -> Method:
-    """Neal's rule with NumPyro's stock ``DiscreteHMCGibbs`` as the posterior sampler."""
-    return Method(
-        "numpyro-discrete-gibbs", "numpyro", init_state, step, neal_jax.get_params, guide=None, bound=None,
-        options=STOCK_OPTIONS, jit=False,
-        description="Neal (1992) learning with NumPyro's stock DiscreteHMCGibbs on the NumPyro model as the "
-                    "posterior sampler (persistent chains, one per case). Every single-unit update re-evaluates "
-                    "the whole model (all units of the batch), so a sweep costs O(hidden units x edges x "
-                    "batch): feasible only for small nets and batches (e.g. 64-32-16, batch 10).",
-    )
+    return Kernel(init, step, neal_jax.get_params)

@@ -1,25 +1,10 @@
-"""Neal's (1992) learning rule for an SBN in JAX: persistent Gibbs chains, then a gradient step.
+"""Neal's learning rule in JAX, our incremental Gibbs sweep as the sampler (the math: this
+folder's ``__init__``; the twin: ``pyro.py``; the same rule with a stock sampler: ``discrete_hmc_gibbs.py``).
 
-The gradient of the data log-likelihood is a posterior expectation (the README, "The methods")::
-
-    d log p(x) / d theta = E_{p(h | x)} [ d log p(x, h) / d theta ]
-
-Neal keeps one persistent Gibbs chain per training case (here ``chains`` per case). A
-learning step on the runner's batch (training indices ``batch.index``, rows ``batch.x``)
-advances those cases' chains by ``sweeps`` sweeps of
-:func:`sbn_ppl.inference.shared.gibbs.numpyro.step` under the current weights ``theta``, then
-moves ``theta`` up the mean over the batch and its chains of ``grad log p(x_n, h_nc)`` at
-the new chain states, with an optax optimiser::
-
-    h_nc <- sweeps Gibbs sweeps of p(h | x_n, theta) from h_nc     (n in the batch, c <= chains)
-    theta <- theta + optimizer( (1 / (B C)) sum_{n, c} grad_theta log p(x_n, h_nc) )
-
-The chains of the other training cases wait, frozen, for their next batch.
-
-* :func:`init_state`, :func:`step`, :func:`get_params`: the method's pure functions
-  (``step`` is jittable: the runner ``lax.scan``\\ s it); :func:`gradient`: the learning
-  signal at given states; :func:`advance_chains`: the sweeps.
-* :func:`method`: the ``"gibbs"`` :class:`~sbn_ppl.base.methods.Method` (NumPyro backend).
+Own tricks: the chains are boolean ``(C, N, n_l)`` arrays, one per hidden layer; a step gathers
+the batch's by ``batch.index``, runs the sweeps of :mod:`sbn_ppl.inference.shared.gibbs.numpyro`
+and scatters them back, all jittable (the runner ``lax.scan``\\ s it); ``data_axes`` splits the
+chains over the devices along the training cases.
 """
 from __future__ import annotations
 
@@ -32,30 +17,20 @@ from jax import lax, random
 
 from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.inference.shared.gibbs import numpyro as gibbs_jax
-from sbn_ppl.inference.neal import GIBBS_OPTIONS
-from sbn_ppl.base.methods import Batch, Method, Static
+from sbn_ppl.base.methods import Batch, Kernel
 from sbn_ppl.models import numpyro_sbn
 from sbn_ppl.base.optimizers import optax_optimizer
 from sbn_ppl.base.params import SBNParams
 
 
-class Config(NamedTuple):
-    """What a jitted step needs to know (static: hashable, carried in the state)."""
-
-    arch: Architecture
-    optimizer: optax.GradientTransformation
-    sweeps: int
-
-
 class NealState(NamedTuple):
     """``params``: the generative SBN parameters (a pytree, no guide); ``opt_state``: the
     optimiser's; ``chains[l - 1]``: the persistent states of ``h_l``, ``(chains, N_train,
-    n_l)``, boolean; ``config``: :class:`Config` (static)."""
+    n_l)``, boolean."""
 
     params: SBNParams
     opt_state: Any
     chains: tuple
-    config: Static
 
 
 class NealInfo(NamedTuple):
@@ -92,42 +67,40 @@ def advance_chains(key, params: SBNParams, x, hidden: tuple, sweeps: int):
     return lax.fori_loop(0, sweeps, sweep, (state, info0))
 
 
-def init_state(key, params: SBNParams, options: dict, train) -> NealState:
+def init(key, params: SBNParams, train, optimizer: optax.GradientTransformation, num_chains: int) -> NealState:
     """Weights from ``params`` (its generative part; a guide, if any, is dropped), the
-    optimiser from ``options`` (``lr``, ``optimizer``, ``sweeps``, ``chains``, checked), and
-    ``chains`` persistent chains per row of ``train`` ``(N, D)``, drawn from the prior ``p(h)``.
-    ``train`` is checked (binary, no NaN, the model's width) as by :func:`gibbs_jax.init`."""
+    ``optimizer``'s state, and ``num_chains`` persistent chains per row of ``train`` ``(N, D)``,
+    drawn from the prior ``p(h)``. ``train`` is checked (binary, no NaN, the model's width) as
+    by :func:`gibbs_jax.init`."""
     theta = jax.tree_util.tree_map(jnp.asarray, params.generative())
-    hidden = gibbs_jax.init(key, theta, train, num_chains=options["chains"]).hidden
-    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
-    config = Config(params.architecture, optimizer, int(options["sweeps"]))
-    return NealState(theta, optimizer.init(theta), tuple(h.astype(bool) for h in hidden), Static(config))
+    hidden = gibbs_jax.init(key, theta, train, num_chains=num_chains).hidden
+    return NealState(theta, optimizer.init(theta), tuple(h.astype(bool) for h in hidden))
 
 
-def step(key, state: NealState, batch: Batch):
+def neal_step(key, state: NealState, batch: Batch, *, optimizer: optax.GradientTransformation, sweeps: int):
     """One learning step on ``batch``: advance the chains of ``batch.index`` by ``sweeps``
     sweeps, then step up the batch mean of ``grad log p(x, h)`` at the new states.
 
     :param key: PRNG key of the sweeps.
     :param state: :class:`NealState`.
     :param batch: the training indices ``(B,)`` and their rows ``(B, D)``.
+    :param optimizer: an optax transformation (it descends ``-grad``); ``sweeps``: per step.
     :returns: ``(state, NealInfo)``.
     """
-    c = state.config.value
     hidden = tuple(h[:, batch.index].astype(batch.x.dtype) for h in state.chains)
-    gibbs, info = advance_chains(key, state.params, batch.x, hidden, c.sweeps)
+    gibbs, info = advance_chains(key, state.params, batch.x, hidden, sweeps)
     objective, grads = gradient(state.params, batch.x, gibbs.hidden)
     # optax minimises: give it -grad to step up log p(x, h)
-    updates, opt_state = c.optimizer.update(jax.tree_util.tree_map(jnp.negative, grads), state.opt_state,
-                                            state.params)
+    updates, opt_state = optimizer.update(jax.tree_util.tree_map(jnp.negative, grads), state.opt_state,
+                                          state.params)
     chains = tuple(ch.at[:, batch.index].set(h.astype(bool)) for ch, h in zip(state.chains, gibbs.hidden))
-    new = state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state, chains=chains)
+    new = NealState(optax.apply_updates(state.params, updates), opt_state, chains)
     return new, NealInfo(objective, jnp.mean(info.flip_rate))
 
 
 def get_params(state: NealState) -> SBNParams:
     """The current generative parameters (Gibbs trains no guide)."""
-    arch = state.config.value.arch
+    arch = state.params.architecture
     return SBNParams.from_arrays(arch, {k: v for k, v in state.params.items() if k != "sizes"})
 
 
@@ -137,16 +110,18 @@ def data_axes(state: NealState):
     return state._replace(params=None, opt_state=None, chains=tuple(1 for _ in state.chains))
 
 
-def method() -> Method:
-    """Neal's rule with our incremental Gibbs sweep (JAX), as the ``"gibbs"`` method.
+def build(arch: Architecture, options: dict) -> Kernel:
+    """Neal's rule with our incremental Gibbs sweep (JAX), the ``"gibbs"`` method, for ``arch``
+    and the checked ``options`` (``lr``, ``optimizer``, ``lr_half_life``, ``sweeps``,
+    ``chains``). ``info``: :class:`NealInfo`. No bound on new data and no guide: score with
+    exact enumeration or AIS (or a recognition network fitted post hoc)."""
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    sweeps = int(options["sweeps"])
 
-    ``info``: :class:`NealInfo`. No bound on new data and no guide: score with exact
-    enumeration or AIS (or a recognition network fitted post hoc).
-    """
-    return Method(
-        "gibbs", "numpyro", init_state, step, get_params, guide=None, bound=None, options=GIBBS_OPTIONS,
-        data_axes=data_axes,
-        description="Neal (1992): persistent single-unit Gibbs chains (one per training case x chains), "
-                    "`sweeps` sweeps of the batch's chains then an optax step up grad log p(x, h). Objective: "
-                    "mean log p(x, h) at the chain states. No guide: score with exact or AIS.",
-    )
+    def init_(key, params: SBNParams, train):
+        return init(key, params, train, optimizer, options["chains"])
+
+    def step(key, state: NealState, batch: Batch):
+        return neal_step(key, state, batch, optimizer=optimizer, sweeps=sweeps)
+
+    return Kernel(init_, step, get_params, None, data_axes)

@@ -48,6 +48,15 @@ is the same for the whole batch. It rescales the phi-gradient of layer ``l`` by
 ``1 / max(1, sqrt(v_l))``, a step size per layer that adapts to the signal's noise. Its
 direction in mean is unchanged.
 
+One loss steps theta, phi and the baselines' parameters ``psi`` together. For a batch of B,
+one ``h_n ~ q(. | x_n)`` each (``sg``: stop-gradient; ``C_l, v_l`` take no gradient):
+
+    surrogate  (1/B) sum_n [ log p(x_n, h_n) + sum_l sg(A_ln) log q(h_ln | pa_q) ]
+    loss       -surrogate + (1/B) sum_n sum_l (c_ln - C_l - b_l(u_ln))^2
+
+Its gradient is ``-grad_theta log p`` in theta (the samples carry no gradient), NVIL's
+``-A_l grad log q`` in phi, and the least-squares gradient in ``psi``.
+
 One option schema for both backends (NumPy only):
 
 * ``numpyro.py`` is a jitted pure JAX step on the NumPyro model's densities.
@@ -78,8 +87,8 @@ BOUND_SAMPLES = 10  # the method's own bound: the ELBO per data point, the mean 
 
 _NVIL = "NVIL (Mnih & Gregor 2014): ELBO, recognition guide, local learning signals, input-dependent baselines"
 METHODS = (
-    Entry("nvil", "numpyro", ".numpyro", "nvil_method", NVIL_OPTIONS, _NVIL),
-    Entry("nvil", "pyro", ".pyro", "nvil_method", NVIL_OPTIONS, _NVIL),
+    Entry("nvil", "numpyro", ".numpyro", "build", NVIL_OPTIONS, _NVIL, guide="recognition"),
+    Entry("nvil", "pyro", ".pyro", "build", NVIL_OPTIONS, _NVIL, guide="recognition"),
 )
 
 

@@ -1,27 +1,10 @@
-"""NVIL in pure JAX, on the NumPyro model's densities (Mnih & Gregor 2014; the math: this
-folder's ``__init__``).
+"""NVIL in pure JAX on the NumPyro model's densities (the math: this folder's ``__init__``;
+the twin: ``pyro.py``).
 
-The algorithm is one pure, jittable kernel ``nvil_step(key, state, x, ...) -> (state, info)``
-(BlackJAX style). :func:`nvil_method` is the :class:`~sbn_ppl.base.methods.Method` record around
-it. The runner owns the loop and the batches.
-
-For a batch of B data points, one ``h_n ~ q(. | x_n)`` each, with per-layer densities
-``log p_jn = log p(h_jn | pa)`` (``j = 0`` is ``x``) and ``log q_ln = log q(h_ln | pa_q)``
-(those of :mod:`sbn_ppl.models.numpyro_sbn`), and the signals' terms ``P_s, D_s``
-(:func:`~sbn_ppl.inference.nvil.signal_terms`):
-
-    c_sn     = sum_{j in P_s} log p_jn - sum_{j in D_s} log q_jn             (learning signal)
-    r_sn     = c_sn - b_s(u_sn)                                              (less its baseline)
-    C_s      <- a C_s + (1 - a) mean_n r_sn,    v_s <- a v_s + (1 - a) var_n r_sn
-    A_sn     = (r_sn - C_s) / max(1, sqrt(v_s))
-    surrogate  (1/B) sum_n [ sum_j log p_jn + sum_s sg(A_sn) sum_{l in score_s} log q_ln ]
-    baseline loss  (1/B) sum_n sum_s (c_sn - C_s - b_s(u_sn))^2
-    loss     = -surrogate + baseline loss
-
-``sg`` is stop-gradient; ``C_s`` and ``v_s`` take no gradient. The gradient of ``loss``
-is ``-grad_theta log p`` in theta (the samples carry no gradient), NVIL's ``-A grad log q``
-in phi, and the baseline's least-squares gradient in its parameters ``psi``. One optimiser
-steps all three.
+Own tricks: the signals are sums of per-layer log-densities picked by the index sets ``P_s,
+D_s`` of :func:`~sbn_ppl.inference.nvil.signal_terms`, all of them one ``(S, B)`` array, and
+one jitted step descends the one loss in theta, phi and the baselines' ``psi`` with one optax
+optimiser (the samples carry no gradient, so theta's is ``-grad log p``).
 """
 from __future__ import annotations
 
@@ -35,8 +18,10 @@ from jax.lax import stop_gradient
 
 from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.arrays import validate_binary
-from sbn_ppl.inference.nvil import BOUND_SAMPLES, NVIL_OPTIONS, SignalTerms, baseline_init, signal_terms
-from sbn_ppl.base.methods import Batch, Method, Static, by_chunks
+from sbn_ppl.inference.nvil import BOUND_SAMPLES, SignalTerms, baseline_init, signal_terms
+from sbn_ppl.base.methods import Batch, Kernel
+from sbn_ppl.inference.shared.gradient.numpyro import gradient_kernel
+from sbn_ppl.inference.shared.particles.numpyro import sample_guide
 from sbn_ppl.models.numpyro_sbn import bernoulli_log_prob, preactivation, recognition_logits
 from sbn_ppl.base.optimizers import optax_optimizer
 from sbn_ppl.base.params import SBNParams, generative_keys, recognition_keys
@@ -66,25 +51,6 @@ class NVILInfo(NamedTuple):
 
 
 # -- densities, signals, baselines -----------------------------------------------------------
-
-
-def sample_guide(key, arch: Architecture, phi, x, shape: tuple[int, ...] = ()):
-    """``h ~ q(. | x)`` bottom-up, ``shape`` draws per data point: ``[x, h1 (*shape, B, n1), ...,
-    hL]``, no gradient. ``x`` (B, D) stays unbroadcast.
-
-    One flat uniform array, reshaped, feeds every layer. XLA's CPU compiler (jax 0.10) takes
-    seconds over a threefry draw of a multi-dimensional shape. The same draw in one
-    dimension compiles about 10x faster (0.6 s against 6.6 s for ``(10, 500, 9)``).
-    """
-    size = (x.shape[0] * arch.num_hidden) * int(np.prod(shape, dtype=np.int64))
-    u = jax.random.uniform(key, (size,)).reshape(shape + (x.shape[0], arch.num_hidden))
-    layers, start = [x], 0
-    for l in range(1, arch.num_layers + 1):
-        logits = recognition_logits(arch, phi, layers, l)
-        stop = start + arch.sizes[l]
-        layers.append((u[..., start:stop] < jax.nn.sigmoid(logits)).astype(x.dtype))
-        start = stop
-    return [stop_gradient(h) for h in layers]
 
 
 def layer_log_probs(arch: Architecture, params, layers):
@@ -181,7 +147,7 @@ def nvil_step(key, state: NVILState, x, *, arch: Architecture, optimizer: optax.
     :param terms: the signals' terms; ``decay``: alpha of ``C, v``; ``variance_normalisation``.
     :returns: ``(state, NVILInfo)``.
     """
-    layers = sample_guide(key, arch, state.params, x)
+    layers, _ = sample_guide(key, arch, state.params, x)
     trainable = (state.params, state.baseline)
     grads, (info, stats) = jax.grad(nvil_loss, has_aux=True)(trainable, state.stats, layers, arch, terms, decay,
                                                              variance_normalisation)
@@ -193,86 +159,38 @@ def nvil_step(key, state: NVILState, x, *, arch: Architecture, optimizer: optax.
 def elbo_estimate(key, arch: Architecture, params, x, num_samples: int = BOUND_SAMPLES):
     """Per data point, the mean over ``num_samples`` draws ``h ~ q(. | x)`` of ``log p(x, h) -
     log q(h | x)``: an unbiased estimate of the ELBO, ``(B,)``."""
-    log_p, log_q = layer_log_probs(arch, params, sample_guide(key, arch, params, x, (num_samples,)))
+    log_p, log_q = layer_log_probs(arch, params, sample_guide(key, arch, params, x, (num_samples,))[0])
     return (sum(log_p) - sum(log_q[1:])).mean(0)
 
 
 # -- the method ----------------------------------------------------------------------------
 
 
-class Config(NamedTuple):
-    """What a jitted step needs to know (static: hashable, carried in the state)."""
+def build(arch: Architecture, options: dict) -> Kernel:
+    """The NVIL :class:`~sbn_ppl.base.methods.Kernel` for ``arch`` and the checked ``options``.
 
-    arch: Architecture
-    optimizer: optax.GradientTransformation
-    terms: SignalTerms
-    decay: float
-    variance_normalisation: bool
-
-
-class MethodState(NamedTuple):
-    """``nvil``: :class:`NVILState`; ``bound_key``: the key of the method's own bound;
-    ``config``: :class:`Config` (static)."""
-
-    nvil: NVILState
-    bound_key: jax.Array
-    config: Static
-
-
-def init_state(key, params: SBNParams, options: dict, train=None) -> MethodState:
-    """The method's state from ``params`` and the checked ``options``.
-
-    If ``params`` has no recognition network, one is added at its default
-    initialisation. ``train``, when given, is checked as the Pyro twin checks it (binary,
-    no NaN, the model's width).
+    ``init`` adds a recognition network at its default initialisation if ``params`` has none
+    and checks ``train``, when given, as the Pyro twin checks it (binary, no NaN, the model's
+    width). ``bound`` is, per data point, the Monte Carlo ELBO: the mean of ``log p(x, h) -
+    log q(h | x)`` over ``BOUND_SAMPLES`` (10) draws ``h ~ q``, seeded by the state; unbiased for
+    the ELBO that NVIL maximises, not an IWAE bound. ``info`` is :class:`NVILInfo`.
     """
-    arch = params.architecture
-    if train is not None:
-        validate_binary(np.asarray(train), width=arch.visible_size, name="training data")
-    key_guide, key_psi, key_bound = jax.random.split(key, 3)
-    params = params.with_guide("recognition", int(jax.random.randint(key_guide, (), 0, 2**31 - 1)))
     local = options["local_signals"]
     terms = signal_terms(arch, local)
-    psi = baseline_init(arch, options["baseline_hidden"], int(jax.random.randint(key_psi, (), 0, 2**31 - 1)), local)
     optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
-    config = Config(arch, optimizer, terms, float(options["signal_decay"]), bool(options["variance_normalisation"]))
-    return MethodState(init(params, psi, optimizer, len(terms.model)), key_bound, Static(config))
+    decay, normalise = float(options["signal_decay"]), bool(options["variance_normalisation"])
 
+    def start(key, params: SBNParams, train=None):
+        if train is not None:
+            validate_binary(np.asarray(train), width=arch.visible_size, name="training data")
+        key_guide, key_psi, key_bound = jax.random.split(key, 3)
+        params = params.with_guide("recognition", int(jax.random.randint(key_guide, (), 0, 2**31 - 1)))
+        psi = baseline_init(arch, options["baseline_hidden"], int(jax.random.randint(key_psi, (), 0, 2**31 - 1)),
+                            local)
+        return init(params, psi, optimizer, len(terms.model)), key_bound
 
-def step(key, state: MethodState, batch: Batch):
-    """One NVIL step on ``batch.x`` with the configuration carried in ``state``."""
-    c = state.config.value
-    nvil, info = nvil_step(key, state.nvil, batch.x, arch=c.arch, optimizer=c.optimizer, terms=c.terms,
-                           decay=c.decay, variance_normalisation=c.variance_normalisation)
-    return state._replace(nvil=nvil), info
+    def update(key, state: NVILState, batch: Batch):
+        return nvil_step(key, state, batch.x, arch=arch, optimizer=optimizer, terms=terms, decay=decay,
+                         variance_normalisation=normalise)
 
-
-def get_params(state: MethodState) -> SBNParams:
-    """Theta and phi (the recognition network; neither the baseline nets nor another guide)."""
-    arch = state.config.value.arch
-    return SBNParams.from_arrays(arch, state.nvil.params)
-
-
-_jitted_elbo = jax.jit(elbo_estimate, static_argnames=("arch", "num_samples"))
-
-
-def bound(state: MethodState, x, chunk: int = 1000) -> np.ndarray:
-    """Per data point, the Monte Carlo ELBO: the mean of ``log p(x, h) - log q(h | x)`` over
-    ``BOUND_SAMPLES`` (10) draws ``h ~ q``. The draws are seeded by the state. The
-    estimate is unbiased for the ELBO that NVIL maximises, not an IWAE bound."""
-    c = state.config.value
-    x = validate_binary(x, width=c.arch.visible_size, name="data")
-    return by_chunks(lambda i, rows: _jitted_elbo(jax.random.fold_in(state.bound_key, i), c.arch, state.nvil.params,
-                                                  jnp.asarray(rows)), x, chunk)
-
-
-def nvil_method() -> Method:
-    """NVIL on the recognition guide, jitted JAX on the NumPyro model's densities.
-
-    ``info`` is :class:`NVILInfo`. Its ``objective`` is the batch's mean one-sample ELBO
-    estimate.
-    """
-    return Method("nvil", "numpyro", init_state, step, get_params, guide="recognition", bound=bound,
-                  options=NVIL_OPTIONS,
-                  description="NVIL (Mnih & Gregor 2014): ELBO, local learning signals, input-dependent "
-                              "baselines, variance normalisation; JAX")
+    return gradient_kernel(arch, start, update, lambda key, params, x: elbo_estimate(key, arch, params, x))

@@ -1,56 +1,31 @@
-"""NVIL for Pyro (Mnih & Gregor 2014; the math: this folder's ``__init__``), as Pyro's own
-``TraceGraph_ELBO`` plus what it lacks.
+"""NVIL for Pyro as Pyro's own ``TraceGraph_ELBO`` plus what it lacks (the math: this folder's
+``__init__``; the twin: ``numpyro.py``).
+
+Own tricks: Pyro's provenance tracking finds exactly the local signals ``c_l`` on our guide
+(one ``.to_event(1)`` site per layer, no unit plates), and each hidden site's
+``infer={"baseline": {"nn_baseline": b_l, "nn_baseline_input": u_l}}`` (set by
+:func:`with_baselines`) carries the baseline nets, which ``pyro.module`` registers for SVI's
+optimiser. :class:`NVIL` replaces only ``TraceGraph_ELBO``'s last step (costs into score
+terms) to add what Pyro lacks:
+
+* the running ``C_l, v_l`` and the normalisation, kept in the param store
+  (``__nvil_signal_mean_<site>``, ``__nvil_signal_var_<site>``) like Pyro's decaying averages,
+  so scoped, saved and reset with it (Pyro's ``use_decaying_avg_baseline`` is another thing:
+  a per-batch-position average of the raw cost);
+* per-data-point signals under subsampling: Pyro scales each cost by its site's scale, so its
+  baseline would fit ``(N/B) c``; :class:`NVIL` builds the signal from the unscaled
+  log-densities and applies the data plate's one scale ``s`` to the score term and the
+  baseline loss, so a mini-batch is still unbiased.
 
     net = LayerBaselines(arch)                       # b_l, one small tanh net per guide layer
     svi = pyro.infer.SVI(model, with_baselines(recognition_guide, net), optim, loss=NVIL())
-
-What Pyro already does, and we use as it is:
-
-* **The local learning signals.** ``TraceGraph_ELBO`` (pyro 1.9) tracks the provenance of
-  every non-reparameterised sample through the guide and the model. The cost of a guide
-  site ``h_l`` is every ``log p`` and ``-log q`` term whose value depends on ``h_l``,
-  directly or through the layers sampled from it. On our recognition guide (one
-  ``.to_event(1)`` site per layer, no unit plates) that is exactly ``c_l``: ``P_l`` and
-  ``D_l`` of :func:`~sbn_ppl.inference.nvil.signal_terms`, for layered and dense nets. The
-  tests check it against the JAX twin.
-* **The input-dependent baselines.** Each hidden site of the guide carries Pyro's own
-  ``infer={"baseline": {"nn_baseline": b_l, "nn_baseline_input": u_l}}``, set by
-  :func:`with_baselines` with ``pyro.poutine.infer_config``. ``u_l`` is the layer's guide
-  input. The nets are registered with ``pyro.module``, so SVI's optimiser fits them.
-
-What Pyro cannot express, and why this is a subclass. :class:`NVIL` replaces only the last
-step of ``TraceGraph_ELBO``, which turns each site's cost into its score-function term:
-
-* **The running mean ``C_l`` and the variance normalisation.** NVIL's signal is
-  ``A_l = (c_l - b_l - C_l) / max(1, sqrt(v_l))``. Pyro's ``use_decaying_avg_baseline`` is
-  a different thing: a per-batch-position average of the raw cost that the ``nn_baseline``
-  is added to. Pyro has no normalisation at all. ``C_l`` and ``v_l`` live in the param
-  store (``__nvil_signal_mean_<site>``, ``__nvil_signal_var_<site>``), as Pyro's decaying
-  averages do. So they are scoped, saved and reset with the store.
-* **Per-data-point signals under subsampling.** Pyro scales each cost by its site's scale
-  (``N/B`` for a mini-batch, times any ``poutine.scale``). Its baseline would then fit
-  ``(N/B) c``, and the statistics would change with the batch size. :class:`NVIL` builds
-  the signal from the unscaled log-densities, as the paper does. It applies the one scale
-  ``s`` of the data plate to the score term and the baseline loss, so a mini-batch is
-  still unbiased for the full-data gradient:
-
-      surrogate  = sum_sites log p (scaled)  +  s sum_l sum_n log q(h_ln | .) sg(A_ln)
-      loss       = -surrogate + s sum_l sum_n (c_ln - C_l - b_l)^2
-
-``local_signals=False`` gives every site the whole per-point ``log p(x, h) - log q(h | x)``.
-The site's only baseline, on the first hidden site, and one ``(C, v)`` serve them all.
-
-:func:`nvil_method` wraps it as a :class:`sbn_ppl.base.methods.Method` on
-:mod:`sbn_ppl.models.pyro_sbn`. The runner supplies the batches, the param-store scope and
-the RNG.
 """
 from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
@@ -59,16 +34,14 @@ from pyro.infer.tracegraph_elbo import TraceGraph_ELBO, _get_baseline_options
 from pyro.infer.util import MultiFrameTensor, is_validation_enabled
 from pyro.ops.provenance import detach_provenance, get_provenance
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import site_is_subsample
 from pyro.util import check_if_enumerated, warn_if_nan
 
-from sbn_ppl.base.architecture import site_name
-from sbn_ppl.base.arrays import validate_binary
-from sbn_ppl.inference.nvil import BOUND_SAMPLES, NVIL_OPTIONS, baseline_init, signal_terms
-from sbn_ppl.base.methods import Batch, Method
+from sbn_ppl.base.architecture import Architecture, site_name
+from sbn_ppl.base.methods import Batch, Kernel
+from sbn_ppl.inference.nvil import BOUND_SAMPLES, baseline_init, signal_terms
+from sbn_ppl.inference.shared.gradient.pyro import GradientState, gradient_kernel, store_start
+from sbn_ppl.inference.shared.particles.pyro import per_point_log_prob
 from sbn_ppl.models import pyro_sbn
-from sbn_ppl.base.optimizers import torch_optimizer
-from sbn_ppl.base.params import SBNParams, generative_keys, recognition_keys
 
 # -- the baselines ---------------------------------------------------------------------------
 
@@ -222,7 +195,9 @@ class NVIL(TraceGraph_ELBO):
         baseline_loss = baseline_mse = torch.zeros(())
         for names, cost in self._signals(model_sites, guide_sites, scored):
             first = guide_sites[names[0]]
-            c = detach_provenance(cost).detach()
+            # per data point, the site's batch shape: Pyro's sum_to squeezes leading dims of
+            # size 1, the data dim too when the batch has one row
+            c = detach_provenance(cost).detach().reshape(first["unscaled_log_prob"].shape)
             b = self._baseline(first, c)
             a, mean = self._centre(names[0], c - b.detach())
             for name in names:  # the score-function term: s sum_n log q(h_n | .) sg(A_n)
@@ -321,33 +296,12 @@ def log_weights(model, guide, *args, **kwargs) -> torch.Tensor:
     with torch.no_grad(), poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-
-        def total(trace):
-            return sum(s["fn"].log_prob(s["value"]) for s in trace.nodes.values()
-                       if s["type"] == "sample" and not site_is_subsample(s))
-
-        return total(model_trace) - total(guide_trace)
+        log_p, _ = per_point_log_prob(model_trace, nesting=1)  # (1, B): no particle plate
+        log_q, _ = per_point_log_prob(guide_trace, nesting=1)
+        return (log_p - log_q)[0]
 
 
 # -- the method ------------------------------------------------------------------------------
-
-
-class PyroNVILState(NamedTuple):
-    """``like``: the architecture and initial theta and phi (the ``pyro.param`` defaults);
-    ``train``: the training set ``(N, D)`` (a batch is ``subsample=batch.index`` of its rows);
-    ``objective``: :class:`NVIL`; ``model``, ``guide``: ours scaled by ``1/N`` (the guide with
-    its baselines); ``net``: the :class:`LayerBaselines`; ``optimizer``: one ``torch.optim``
-    optimiser over theta, phi and the baselines (tensors of the runner's param store); ``seed``:
-    the seed of the method's own bound."""
-
-    like: SBNParams
-    train: torch.Tensor
-    objective: NVIL
-    model: Any
-    guide: Any
-    net: LayerBaselines
-    optimizer: torch.optim.Optimizer
-    seed: int
 
 
 class PyroNVILInfo(NamedTuple):
@@ -355,67 +309,30 @@ class PyroNVILInfo(NamedTuple):
     baseline_mse: float  # sum over signals of the batch mean of (c - C - b)^2
 
 
-def init_state(seed: int, params: SBNParams, options: dict, train) -> PyroNVILState:
-    """Theta and phi in the (runner's) param store, with a recognition network at its default
-    initialisation if ``params`` has none. Adds the baseline nets and the checked ``options``."""
-    arch = params.architecture
-    x = torch.as_tensor(validate_binary(train, width=arch.visible_size, name="training data"),
-                        dtype=torch.get_default_dtype())
-    params = params.with_guide("recognition", int(seed))
-    keys = generative_keys(arch) + recognition_keys(arch)
-    like = params.only("recognition")
-    net = LayerBaselines(arch, options["baseline_hidden"], int(seed), options["local_signals"])
-    pyro.module("nvil_baseline", net)
-    # copies (torch.tensor): the optimiser updates the store in place, never the caller's arrays
-    trained = [pyro.param(k, torch.tensor(like[k], dtype=torch.get_default_dtype())).unconstrained() for k in keys]
-    optimizer = torch_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])(trained + list(net.parameters()))
+def build(arch: Architecture, options: dict) -> Kernel:
+    """NVIL on the Pyro model and recognition guide: one optimiser over theta, phi and the
+    :class:`LayerBaselines` (kept in the state's ``objects``); mini-batches are the data
+    plate's ``subsample``, scaled by ``1/N`` so the loss is a mean per data point. ``info``
+    is :class:`PyroNVILInfo`. Its bound, per data point, is the Monte Carlo ELBO: the mean of
+    ``log p(x, h) - log q(h | x)`` over ``BOUND_SAMPLES`` (10) draws ``h ~ q``, unbiased for the
+    ELBO that NVIL maximises (not an IWAE bound)."""
     objective = NVIL(options["local_signals"], options["variance_normalisation"], options["signal_decay"],
                      max_plate_nesting=1, signal_sites=signal_sites(arch))
-    per_point = 1.0 / len(x)  # the batch's terms carry N / B (the data plate): 1 / N makes them a mean per point
-    model = poutine.scale(pyro_sbn.model, per_point)
-    guide = poutine.scale(with_baselines(pyro_sbn.recognition_guide, net), per_point)
-    return PyroNVILState(like, x, objective, model, guide, net, optimizer, int(seed))
 
+    def nets(seed: int) -> dict:
+        return {"nvil_baseline": LayerBaselines(arch, options["baseline_hidden"], seed, options["local_signals"])}
 
-def step(seed: int, state: PyroNVILState, batch: Batch):
-    """One NVIL step on ``batch``: the model and guide see ``subsample=batch.index``, so the
-    loss is a mean per data point. The runner seeds torch."""
-    model_trace, guide_trace = state.objective._get_trace(state.model, state.guide, (state.like, state.train),
-                                                          {"subsample": batch.index})
-    terms = state.objective.nvil_terms(model_trace, guide_trace)
-    state.optimizer.zero_grad(set_to_none=True)
-    terms.surrogate_loss.backward()
-    state.optimizer.step()
-    return state, PyroNVILInfo(terms.elbo.item(), terms.baseline_mse.item())
+    def update(seed: int, state: GradientState, batch: Batch):
+        per_point = 1.0 / len(state.train)  # the data plate scales the batch by N / B
+        model = poutine.scale(pyro_sbn.model, per_point)
+        guide = poutine.scale(with_baselines(pyro_sbn.recognition_guide, state.objects["nvil_baseline"]), per_point)
+        traces = objective._get_trace(model, guide, (state.like, state.train), {"subsample": batch.index})
+        terms = objective.nvil_terms(*traces)
+        terms.surrogate_loss.backward()
+        return PyroNVILInfo(terms.elbo.item(), terms.baseline_mse.item())
 
+    def bound(state: GradientState, x):
+        draws = [log_weights(pyro_sbn.model, pyro_sbn.recognition_guide, state.like, x) for _ in range(BOUND_SAMPLES)]
+        return torch.stack(draws).mean(0)
 
-def get_params(state: PyroNVILState) -> SBNParams:
-    """Theta and phi from the param store (neither the baseline nets nor another guide)."""
-    store = pyro.get_param_store()
-    return SBNParams.from_mapping({k: store[k].detach().numpy().copy() for k in state.like.keys() if k != "sizes"},
-                                  like=state.like)
-
-
-def bound(state: PyroNVILState, x, chunk: int = 1000) -> np.ndarray:
-    """Per data point, the Monte Carlo ELBO: the mean of ``log p(x, h) - log q(h | x)`` over
-    ``BOUND_SAMPLES`` (10) draws ``h ~ q``. It is seeded by the state, on its own torch RNG
-    stream. The estimate is unbiased for the ELBO that NVIL maximises, not an IWAE bound."""
-    x = torch.as_tensor(validate_binary(x, width=state.like.architecture.visible_size, name="data"))
-    out = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(state.seed + 1)
-        for s in range(0, len(x), chunk):
-            rows = x[s:s + chunk]
-            draws = [log_weights(pyro_sbn.model, pyro_sbn.recognition_guide, state.like, rows)
-                     for _ in range(BOUND_SAMPLES)]
-            out.append(torch.stack(draws).mean(0))
-    return torch.cat(out).double().numpy()
-
-
-def nvil_method() -> Method:
-    """NVIL on the Pyro model and recognition guide. Mini-batches are the data plate's
-    ``subsample``. ``info`` is :class:`PyroNVILInfo`."""
-    return Method("nvil", "pyro", init_state, step, get_params, guide="recognition", bound=bound,
-                  options=NVIL_OPTIONS,
-                  description="NVIL (Mnih & Gregor 2014): Pyro TraceGraph_ELBO, local signals, nn_baseline "
-                              "baselines, running centring and variance normalisation")
+    return gradient_kernel(arch, store_start(arch, options, nets=nets), update, bound)

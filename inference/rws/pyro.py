@@ -1,54 +1,35 @@
-"""Reweighted wake-sleep and classic wake-sleep for Pyro, weighting particles per data point.
+"""Reweighted wake-sleep and classic wake-sleep as Pyro ``ELBO`` objects (the math: this
+folder's ``__init__``; the twin: ``numpyro.py``), and the stock class as ``pyro-rws``.
 
-:class:`ReweightedWakeSleep` is used exactly like ``pyro.infer.ReweightedWakeSleep``
-(with ``pyro.infer.SVI`` or your own loop and two optimisers): ``loss_and_grads(model,
-guide, *args, **kwargs)`` runs the user's Pyro model and guide through traces, with the K
-particles vectorised by a plate at ``dim = -(max_plate_nesting + 1)``, and returns
-``(wake_theta_loss, phi_loss)``. The one difference is the weighting (Bornschein & Bengio
-2015, eq. 6; Le et al. 2019): each data point ``n`` of the ``data_plate`` gets its own
-normalised weights
-
-    log w_nk = log p(x_n, h_nk) - log q(h_nk | x_n),   h_nk ~ q(. | x_n)
-    wake-theta loss = -s sum_n log (1/K) sum_k w_nk                  (IWAE bound)
-    wake-phi loss   = -s sum_n sum_k w~_nk log q(h_nk | x_n),  w~_nk = w_nk / sum_j w_nj
-    sleep-phi loss  = -s sum_n (1/S) sum_s log q(h_ns | x_ns),  (x, h)_ns ~ p
-    phi loss        = insomnia * wake-phi + (1 - insomnia) * sleep-phi
-
-where ``s`` is the data plate's scale (full size / subsample size), so mini-batches are
-unbiased for the full-data objective. The stock class sums every site over the whole
-batch before weighting, i.e. weights the K particles for the batch as *one* observation
-(its docstring: "Mini-batch training is not supported yet").
-
-:class:`WakeSleep` is Hinton et al. (1995): K = 1 and sleep-phi only.
-The factories at the bottom wrap both, and the stock class, as :class:`sbn_ppl.base.methods.Method`
-records (``rws``, ``wake-sleep``, ``pyro-rws``; options: this folder's ``__init__``): the runner
-owns the loop, the batches, the param store scope and the RNG; a step runs one
-``loss_and_grads`` on the runner's batch and steps one optimiser for theta and one for phi.
+Own tricks: :class:`ReweightedWakeSleep` is used exactly like ``pyro.infer.ReweightedWakeSleep``
+(``loss_and_grads(model, guide, ...) -> (wake_theta_loss, phi_loss)``, two optimisers), with
+the K particles a plate at ``dim = -(max_plate_nesting + 1)`` and every site reduced to one
+number per particle and data point of the ``data_plate``, each loss times the plate's scale
+``s`` (full size / subsample size). :class:`WakeSleep` is K = 1 and sleep-phi only. The
+stock class has no mini-batches: its step takes the batch's rows as its data set and
+divides the gradients by B (not the sites' scales, which would temper its weights).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
 
-import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.distributions.util import scale_and_mask
 from pyro.infer.elbo import ELBO
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match, warn_if_nan
 
-from sbn_ppl.base.arrays import validate_binary
-from sbn_ppl.inference.rws import RWS_OPTIONS, STOCK_OPTIONS, WAKE_SLEEP_OPTIONS
-from sbn_ppl.base.methods import Batch, Method
-from sbn_ppl.models import pyro_sbn
-from sbn_ppl.base.optimizers import torch_optimizer
+from sbn_ppl.base.architecture import Architecture
+from sbn_ppl.base.methods import Batch, Kernel
 from sbn_ppl.base.options import optional_positive_int, positive_int, unit_interval
-from sbn_ppl.base.params import SBNParams, generative_keys, recognition_keys
+from sbn_ppl.inference.shared.gradient.pyro import GradientState, gradient_kernel, store_start
+from sbn_ppl.inference.shared.particles.pyro import (in_particles, log_mean_exp, log_weights, particle_traces,
+                                                      per_point_log_prob)
+from sbn_ppl.models import pyro_sbn
 
-_PARTICLES, _SLEEP_PARTICLES = "num_particles_vectorized", "num_sleep_particles_vectorized"
+_SLEEP_PARTICLES = "num_sleep_particles_vectorized"
 
 
 class ReweightedWakeSleep(ELBO):
@@ -94,67 +75,18 @@ class ReweightedWakeSleep(ELBO):
             self.model_plate_nesting = -min(dims) if dims else 0
         return int(self.model_plate_nesting)
 
-    def _in_particles(self, fn, name: str, size: int, nesting: int):
-        def wrapped(*args, **kwargs):
-            with pyro.plate(name, size, dim=-(nesting + 1)):
-                return fn(*args, **kwargs)
-        return wrapped
-
-    def _per_point(self, trace, nesting: int):
-        """``sum`` of a trace's log-probabilities over everything but the particle and data
-        dims: ``(K, B)`` (``(K, 1)`` with ``data_plate=None``), and the data plate's scale."""
-        total, scale = 0.0, None
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
-            if site["mask"] is not None:
-                log_p = scale_and_mask(log_p, 1.0, site["mask"])
-            pad = nesting + 1 - log_p.dim()
-            if pad < 0:
-                raise ValueError(f"site {name!r} has more batch dims ({log_p.dim()}) than the plates allow "
-                                 f"(max_plate_nesting {nesting} + particles); enumeration is not supported")
-            data_dim = None  # counted from the right, like a plate's dim
-            if self.data_plate is not None:
-                frame = next((f for f in site["cond_indep_stack"] if f.name == self.data_plate), None)
-                if frame is None:
-                    raise ValueError(f"site {name!r} is outside the data plate {self.data_plate!r}: per-data-point "
-                                     "weights need every sample site inside it (or data_plate=None)")
-                data_dim = frame.dim
-            if pad:
-                log_p = log_p.reshape((1,) * pad + log_p.shape)
-            # keep the particle dim (leftmost, -(nesting + 1)) and the data dim; sum the rest
-            others = tuple(d for d in range(-nesting, 0) if d != data_dim)
-            if others:
-                log_p = log_p.sum(others)
-            total = total + (log_p if data_dim is not None else log_p.reshape(-1, 1))
-            site_scale = float(site["scale"])
-            if scale is not None and not math.isclose(site_scale, scale, rel_tol=1e-6):
-                raise ValueError(f"site {name!r} has scale {site_scale}, others {scale}: per-data-point weights "
-                                 "need one scale for the whole data plate")
-            scale = site_scale
-        return total, (1.0 if scale is None else scale)
-
     def _get_trace(self, model, guide, args, kwargs):
         """The vectorised guide trace (K particles, detached) and the model replayed on it."""
         nesting = self._nesting(model, guide, args, kwargs)
-        k = self.num_particles
-        guide_trace = poutine.trace(self._in_particles(guide, _PARTICLES, k, nesting)).get_trace(*args, **kwargs)
-        guide_trace.detach_()
-        model_trace = poutine.trace(
-            poutine.replay(self._in_particles(model, _PARTICLES, k, nesting), trace=guide_trace)
-        ).get_trace(*args, **kwargs)
-        if is_validation_enabled():
-            check_model_guide_match(model_trace, guide_trace, nesting + 1)
-        return model_trace, guide_trace
+        return particle_traces(model, guide, self.num_particles, nesting, args, kwargs)
 
     def _wake(self, model, guide, args, kwargs):
         """``h ~ q`` (K particles per data point), the model replayed on it:
         ``log p(x_n, h_nk)`` and ``log q(h_nk | x_n)`` as ``(K, B)``, and the data scale."""
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
         nesting, k = int(self.model_plate_nesting), self.num_particles
-        log_p, scale = self._per_point(model_trace, nesting)
-        log_q, _ = self._per_point(guide_trace, nesting)
+        log_p, scale = per_point_log_prob(model_trace, nesting, self.data_plate)
+        log_q, _ = per_point_log_prob(guide_trace, nesting, self.data_plate)
         return log_p.expand(k, -1), log_q.expand(k, -1), scale
 
     def _sleep(self, model, guide, args, kwargs):
@@ -162,8 +94,8 @@ class ReweightedWakeSleep(ELBO):
         nesting = self._nesting(model, guide, args, kwargs)
         dream = poutine.uncondition(model)
         if self.num_sleep_particles > 1:
-            dream = self._in_particles(dream, _SLEEP_PARTICLES, self.num_sleep_particles, nesting)
-            guide = self._in_particles(guide, _SLEEP_PARTICLES, self.num_sleep_particles, nesting)
+            dream = in_particles(dream, self.num_sleep_particles, nesting, _SLEEP_PARTICLES)
+            guide = in_particles(guide, self.num_sleep_particles, nesting, _SLEEP_PARTICLES)
         model_trace = poutine.trace(dream).get_trace(*args, **kwargs)
         model_trace.detach_()
         observations = {}
@@ -236,156 +168,84 @@ def _log_prob_sites(trace):
     return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
 
 
-def effective_sample_size(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """``(sum_k w_k)^2 / sum_k w_k^2`` along ``dim``, computed in log space."""
-    return torch.exp(2 * torch.logsumexp(log_w, dim) - torch.logsumexp(2 * log_w, dim))
-
-
 # -- the methods -------------------------------------------------------------------------------
 
 
-class MethodState(NamedTuple):
-    """A Pyro RWS run between steps (its parameters live in the runner's param store scope).
-
-    ``objective``: the ELBO-like object (ours, or ``pyro.infer.ReweightedWakeSleep``);
-    ``model``, ``guide``: what it runs (ours: scaled by ``1/N``); ``like``: the initial
-    values, generative and recognition arrays only (the architecture, and what ``pyro.param``
-    starts from); ``train``: the ``(N, D)`` training set the batches index; ``optimizers``:
-    ``(theta, phi)``, theta stepped on the wake-theta gradient, phi on the phi gradient;
-    ``k``: the bound's particles; ``seed``: seeds the bound.
-    """
-
-    objective: Any
-    model: Any
-    guide: Any
-    like: SBNParams
-    train: torch.Tensor
-    optimizers: tuple
-    k: int
-    seed: int
 
 
-def init_state(objective, seed: int, params: SBNParams, options: dict, train, *, per_point: bool = True,
-               k: int) -> MethodState:
-    """The state for ``params`` (a recognition network at its default initialisation if
-    ``params`` has none) and the checked ``options`` (``lr``, ``optimizer``): the generative
-    and recognition ``pyro.param`` sites in the current param store, and one optimiser each
-    for theta and phi. ``per_point``: scale the model and guide by ``1/N`` (ours: the batch
-    is the data plate's ``subsample``, Pyro scales it by ``N/B``, so the losses are means
-    per data point); else the stock path, which gets the batch as its data."""
-    arch = params.architecture
-    x = torch.as_tensor(validate_binary(train, width=arch.visible_size, name="training data"),
-                        dtype=torch.get_default_dtype())
-    params = params.with_guide("recognition", int(seed))
-    theta_keys, phi_keys = generative_keys(arch), recognition_keys(arch)
-    # the generative and the trained guide's arrays only: no other guide's keys (issue 14)
-    like = params.only("recognition")
+def _per_point_update(objective):
+    """``update(seed, state, batch) -> info`` of our (reweighted) wake-sleep: the model and
+    guide get the whole training set, ``subsample=batch.index`` and a scale of ``1/N`` (the
+    data plate scales the batch's terms by ``N / B``: the losses are means per data point)."""
 
-    def unconstrained(names):
-        # copies (torch.tensor): the optimisers update the store in place, never the caller's arrays
-        return [pyro.param(name, torch.tensor(like[name], dtype=torch.get_default_dtype())).unconstrained()
-                for name in names]
+    def update(seed: int, state: GradientState, batch: Batch):
+        per_point = 1.0 / len(state.train)
+        model = poutine.scale(pyro_sbn.model, per_point)
+        guide = poutine.scale(pyro_sbn.recognition_guide, per_point)
+        theta_loss, phi_loss = objective.loss_and_grads(model, guide, state.like, state.train, subsample=batch.index)
+        return {"objective": -theta_loss, "wake_theta_loss": theta_loss, "phi_loss": phi_loss}
 
-    make = torch_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
-    optimizers = (make(unconstrained(theta_keys)), make(unconstrained(phi_keys)))
-    model, guide = pyro_sbn.model, pyro_sbn.recognition_guide
-    if per_point:  # the batch's terms carry N / B (the data plate): 1 / N makes them a mean per point
-        model, guide = poutine.scale(model, 1.0 / len(x)), poutine.scale(guide, 1.0 / len(x))
-    return MethodState(objective, model, guide, like, x, optimizers, int(k), int(seed))
+    return update
 
 
-def _descend(optimizers, scale: float = 1.0) -> None:
-    for opt in optimizers:
-        if scale != 1.0:
-            for group in opt.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        p.grad.mul_(scale)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-
-def step(seed: int, state: MethodState, batch: Batch):
-    """One RWS step on the runner's ``batch``: the model and guide get the whole training set
-    and ``subsample=batch.index``; ``info`` per data point (``objective``: the batch's mean
-    ``log (1/K) sum_k w_nk``; ``wake_theta_loss`` = -objective; ``phi_loss``)."""
-    theta_loss, phi_loss = state.objective.loss_and_grads(state.model, state.guide, state.like, state.train,
-                                                          subsample=batch.index)
-    _descend(state.optimizers)
-    return state, {"objective": -theta_loss, "wake_theta_loss": theta_loss, "phi_loss": phi_loss}
-
-
-def stock_step(seed: int, state: MethodState, batch: Batch):
-    """One step of ``pyro.infer.ReweightedWakeSleep``: the batch rows are its data set (it has
+def _stock_update(objective):
+    """``update`` of ``pyro.infer.ReweightedWakeSleep``: the batch rows are its data set (it has
     no mini-batches). Its losses sum over the batch; the gradients are divided by ``B`` (not
     the sites scaled, which would temper its weights) so ``lr`` means what it means for the
     per-point methods, and ``info`` is per data point (``objective``: its batch-joint bound
     ``log (1/K) sum_k prod_n w_nk``, over ``B``)."""
-    x = torch.as_tensor(batch.x, dtype=state.train.dtype)
-    theta_loss, phi_loss = state.objective.loss_and_grads(state.model, state.guide, state.like, x)
-    b = len(x)
-    _descend(state.optimizers, 1.0 / b)
-    return state, {"objective": -theta_loss / b, "wake_theta_loss": theta_loss / b, "phi_loss": phi_loss / b}
+
+    def update(seed: int, state: GradientState, batch: Batch):
+        x = torch.as_tensor(batch.x, dtype=state.train.dtype)
+        theta_loss, phi_loss = objective.loss_and_grads(pyro_sbn.model, pyro_sbn.recognition_guide, state.like, x)
+        b = len(x)
+        for optimizer in state.optimizers:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.mul_(1.0 / b)
+        return {"objective": -theta_loss / b, "wake_theta_loss": theta_loss / b, "phi_loss": phi_loss / b}
+
+    return update
 
 
-def get_params(state: MethodState) -> SBNParams:
-    """The generative and recognition parameters from the current param store (no other guide's)."""
-    current = pyro_sbn.read_params(state.like)
-    return SBNParams({name: current[name] for name in state.like}, state.like.architecture.connectivity)
+def _iwae_bound(k: int):
+    """``bound(state, x)``: the per-data-point IWAE bound ``log (1/K) sum_k w_nk`` with the
+    method's K, on the current parameters."""
+
+    def bound(state: GradientState, x):
+        log_w = log_weights(pyro_sbn.model, pyro_sbn.recognition_guide, state.like, x, num_particles=k)
+        return log_mean_exp(log_w)
+
+    return bound
 
 
-def bound(state: MethodState, x, chunk: int = 1000) -> np.ndarray:
-    """Per-data-point IWAE bound ``log (1/K) sum_k w_nk`` with the method's K, seeded (its own
-    torch RNG stream: the caller's is left as it was)."""
-    x = torch.as_tensor(validate_binary(x, width=state.like.architecture.visible_size, name="data"),
-                        dtype=torch.get_default_dtype())
-    estimator = ReweightedWakeSleep(num_particles=state.k, max_plate_nesting=1)
-    out = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(state.seed + 1)
-        for start in range(0, len(x), chunk):
-            rows = x[start:start + chunk]
-            log_w = estimator.log_weights(pyro_sbn.model, pyro_sbn.recognition_guide, state.like, rows)
-            out.append(torch.logsumexp(log_w, 0) - math.log(state.k))
-    return torch.cat(out).double().numpy()
+def _kernel(arch: Architecture, options: dict, update, k: int) -> Kernel:
+    """Theta and phi in the param store, one optimiser each (each stepped on its own loss)."""
+    return gradient_kernel(arch, store_start(arch, options, split=True), update, _iwae_bound(k))
 
 
-def rws_method() -> Method:
+def build_rws(arch: Architecture, options: dict) -> Kernel:
     """Our per-data-point RWS (:class:`ReweightedWakeSleep`) on the Pyro model and recognition
     guide; the runner's batch is the data plate's ``subsample``. ``info`` (per data point):
     ``objective``, the batch's mean ``log (1/K) sum_k w_nk``; ``wake_theta_loss``; ``phi_loss``."""
-
-    def init(seed, params, options, train):
-        objective = ReweightedWakeSleep(num_particles=options["k"], insomnia=options["insomnia"],
-                                        num_sleep_particles=options["num_sleep_particles"], max_plate_nesting=1)
-        return init_state(objective, seed, params, options, train, k=options["k"])
-
-    return Method("rws", "pyro", init, step, get_params, guide="recognition", bound=bound, options=RWS_OPTIONS,
-                  description="reweighted wake-sleep (Bornschein & Bengio 2015), per-data-point weights, Pyro")
+    objective = ReweightedWakeSleep(num_particles=options["k"], insomnia=options["insomnia"],
+                                    num_sleep_particles=options["num_sleep_particles"], max_plate_nesting=1)
+    return _kernel(arch, options, _per_point_update(objective), options["k"])
 
 
-def wake_sleep_method() -> Method:
+def build_wake_sleep(arch: Architecture, options: dict) -> Kernel:
     """Classic wake-sleep (:class:`WakeSleep`) on the Pyro model and recognition guide;
     ``info["objective"]`` is the batch's mean one-sample ELBO estimate ``log p(x, h) - log q(h|x)``."""
-
-    def init(seed, params, options, train):
-        return init_state(WakeSleep(max_plate_nesting=1), seed, params, options, train, k=1)
-
-    return Method("wake-sleep", "pyro", init, step, get_params, guide="recognition", bound=bound,
-                  options=WAKE_SLEEP_OPTIONS, description="wake-sleep (Hinton et al. 1995), Pyro")
+    return _kernel(arch, options, _per_point_update(WakeSleep(max_plate_nesting=1)), 1)
 
 
-def stock_rws_method() -> Method:
+def build_stock_rws(arch: Architecture, options: dict) -> Kernel:
     """Pyro's own ``pyro.infer.ReweightedWakeSleep`` on our model and guide (two optimisers,
     vectorised particles, the guide's ``observations`` keyword for sleep-phi), the batch rows
     passed as the data set. It weights the particles for each batch jointly."""
-
-    def init(seed, params, options, train):
-        if options["k"] < 2:
-            raise ValueError(f"pyro.infer.ReweightedWakeSleep needs K >= 2 particles, got {options['k']}")
-        objective = pyro.infer.ReweightedWakeSleep(num_particles=options["k"], insomnia=options["insomnia"],
-                                                   vectorize_particles=True, max_plate_nesting=1)
-        return init_state(objective, seed, params, options, train, per_point=False, k=options["k"])
-
-    return Method("pyro-rws", "pyro", init, stock_step, get_params, guide="recognition", bound=bound,
-                  options=STOCK_OPTIONS, description="pyro.infer.ReweightedWakeSleep (stock; batch-joint weights)")
+    if options["k"] < 2:
+        raise ValueError(f"pyro.infer.ReweightedWakeSleep needs K >= 2 particles, got {options['k']}")
+    objective = pyro.infer.ReweightedWakeSleep(num_particles=options["k"], insomnia=options["insomnia"],
+                                               vectorize_particles=True, max_plate_nesting=1)
+    return _kernel(arch, options, _stock_update(objective), options["k"])

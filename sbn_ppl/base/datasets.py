@@ -69,7 +69,8 @@ DATA_ENV = "SBN_PPL_DATA"
 URL_ENV = "SBN_PPL_DATA_URL"
 DEFAULT_CACHE = "~/.cache/sbn_ppl"
 UCI_PREFIX = "uci:"
-DOWNLOAD_TIMEOUT_S = 60
+DOWNLOAD_TIMEOUT_S = 60  # the longest wait for the server's next byte
+DOWNLOAD_DEADLINE_S = 1800  # the longest a whole file's download may take
 CHUNK_BYTES = 1 << 20
 
 
@@ -266,6 +267,9 @@ def _from_path(bench: Benchmark, path: Path) -> tuple[dict[str, np.ndarray], str
 
 
 def _from_cache(bench: Benchmark, root: Path) -> tuple[dict[str, np.ndarray], str]:
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"${DATA_ENV} is {str(root)!r}, a file; it names the cache folder: set it to the folder "
+                         f"that holds the data (e.g. {str(root.parent)!r}), or pass the file as path=")
     npz = root / bench.npz
     if npz.exists():
         return _read_npz(bench, npz), str(npz)
@@ -342,9 +346,11 @@ def source_url(f: SourceFile) -> str | None:
 def download(bench: Benchmark, f: SourceFile, dest: Path) -> dict[str, np.ndarray]:
     """Download ``f`` to ``dest`` atomically, after checking it; return its splits.
 
-    The bytes stream into a temporary file beside ``dest`` (with a progress bar), are read
-    and checked as any copy would be (hard errors leave nothing in the cache), and only
-    then replace ``dest``.
+    It says "downloading ..." on stderr before it asks for the first byte. The bytes stream
+    into a temporary ``.part`` file beside ``dest`` (with a progress bar on a terminal), are
+    read and checked as any copy would be, and only then replace ``dest``; a failure, a
+    server silent for ``DOWNLOAD_TIMEOUT_S`` or a download past ``DOWNLOAD_DEADLINE_S`` leaves
+    nothing in the cache.
 
     :param bench: the set the file belongs to.
     :param f: the file.
@@ -369,18 +375,24 @@ def download(bench: Benchmark, f: SourceFile, dest: Path) -> dict[str, np.ndarra
 
 
 def _stream(url: str, out, label: str, dest: Path) -> None:
+    import sys
+    import time
     from urllib.error import HTTPError
     from urllib.request import urlopen
 
     from tqdm.auto import tqdm
 
+    print(f"downloading {url} to {dest} ...", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE_S
     try:
-        with urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with urlopen(url, timeout=min(DOWNLOAD_TIMEOUT_S, DOWNLOAD_DEADLINE_S)) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {label}", disable=None) as bar:
-                while chunk := response.read(CHUNK_BYTES):
+                while chunk := response.read1(CHUNK_BYTES):  # what has arrived: the deadline is checked often
                     out.write(chunk)
                     bar.update(len(chunk))
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"not finished after {DOWNLOAD_DEADLINE_S:g} s, the download's deadline")
     except OSError as e:  # URLError, HTTPError, timeouts and refused connections are all OSErrors
         reason = " ".join(str(getattr(e, "reason", None) or e).split())
         if isinstance(e, HTTPError):

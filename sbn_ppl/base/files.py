@@ -25,6 +25,23 @@ def write_atomic(path: str, data: bytes | str) -> None:
         raise
 
 
+NPZ_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (the second: an empty one)
+
+
+def check_npz(path: str | os.PathLike, what: str = "file") -> None:
+    """Raise a ``ValueError`` naming ``path`` unless it starts as an ``.npz`` (a zip archive) does:
+    random bytes are a corrupt file, never "pickled data" to be loaded unsafely.
+
+    :param path: the file.
+    :param what: what to call it in the message ("parameter file", "method state file").
+    """
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(NPZ_MAGICS):
+        raise ValueError(f"{what} {os.fspath(path)} is corrupt (not an .npz archive: "
+                         f"{'empty' if not head else 'it does not start as one'})")
+
+
 def write_json(path: str, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 

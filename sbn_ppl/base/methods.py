@@ -23,6 +23,9 @@ options (:mod:`sbn_ppl.base.options`) and returns a :class:`Kernel` of pure func
 * ``get_params(state) -> SBNParams``: the current parameters, with the ``q_`` keys of the
   method's trained guide and no other guide's.
 * ``bound(state, x) -> (N,)``: optional, the method's own lower bound on ``log p(x_n)``.
+* ``guide_gradient(key, state, x) -> pytree``: optional, for a method with a recognition
+  network: one draw of its estimator of the guide's gradient on the batch ``x`` (the
+  gradient-variance diagnostic repeats it over keys on a fixed batch).
 * ``data_axes(state)``: optional (NumPyro backend), for state kept per training case: a
   pytree over ``state`` with, at each node, the axis of length ``N_train`` to split over
   the devices, or ``None`` (replicated). See :mod:`sbn_ppl.engine.sharding`.
@@ -79,6 +82,7 @@ class Kernel(NamedTuple):
     get_params: Callable[[Any], SBNParams]
     bound: Callable[[Any, np.ndarray], np.ndarray] | None = None
     data_axes: Callable[[Any], Any] | None = None
+    guide_gradient: Callable[[Any, Any, Any], Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -218,12 +218,15 @@ class SBNParams(Mapping):
         path = os.fspath(path)
         if not os.path.exists(path):
             raise ValueError(f"parameter file {path!r} does not exist")
+        from sbn_ppl.base.files import check_npz
+
+        check_npz(path, "parameter file")  # random bytes: corrupt, never "pickled data"
         try:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {k: f[k] for k in f.files}
+            return cls(arrays)
         except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
             raise ValueError(f"cannot read parameter file {path!r}: {e}") from None
-        return cls(arrays)
 
     # -- checks ---------------------------------------------------------------------------
     def _validate(self) -> None:

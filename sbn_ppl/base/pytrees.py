@@ -2,15 +2,13 @@
 
 :class:`~sbn_ppl.SBNParams` is a pytree whose leaves are its arrays and whose static data
 is its architecture, so it passes through ``jit``, ``grad`` and NumPyro's SVI like a dict
-of arrays; :class:`~sbn_ppl.base.methods.Static` is a pytree with no leaves (static data).
-Every module that hands these to JAX calls :func:`register` first (it is idempotent);
-``import sbn_ppl`` itself imports no JAX.
+of arrays. Every module that hands it to JAX calls :func:`register` first (it is
+idempotent); ``import sbn_ppl`` itself imports no JAX.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from sbn_ppl.base.methods import Static
 from sbn_ppl.base.params import SBNParams
 
 _registered = False
@@ -30,12 +28,11 @@ def _unflatten_params(aux, leaves):
 
 
 def register() -> None:
-    """Register :class:`SBNParams` and :class:`Static` with JAX (once)."""
+    """Register :class:`SBNParams` with JAX (once)."""
     global _registered
     if _registered:
         return
     import jax
 
     jax.tree_util.register_pytree_node(SBNParams, _flatten_params, _unflatten_params)
-    jax.tree_util.register_pytree_node(Static, lambda s: ((), s.value), lambda value, _: Static(value))
     _registered = True

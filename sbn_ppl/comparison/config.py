@@ -53,6 +53,8 @@ class CompareConfig:
     out: str | None = _f(None, "output folder (the command line's default: runs/compare)", (str,))
     resume: bool = _f(False, "keep what finished in --out (its settings are read from results.json), run the rest",
                       (bool,), flag="store_true")
+    overwrite: bool = _f(False, "replace the results that --out holds (their method folders included)", (bool,),
+                         flag="store_true")
     checkpoints: int = _f(8, "learning-curve points per method", (int,))
     curve_points: int | None = _f(100, "points scored at each checkpoint: a fixed seeded random subset of the "
                                        "validation split (else the test split)", (int,))
@@ -81,6 +83,22 @@ class CompareConfig:
     devices: int | None = _f(None, "JAX devices to split the data over (default: every device); NumPyro methods and "
                                    "the IS/AIS yardstick only, the Pyro backend runs on one", (int,))
     progress: bool = _f(True, "progress bars and messages", (bool,), cli=False)
+    curve_ais_temperatures: int = _f(100, "AIS temperatures of a learning-curve point for a method without a guide "
+                                          "under the is estimator (Gibbs, the fixed point, local mean field)", (int,))
+    curve_ais_chains: int = _f(4, "AIS chains per point of such a learning-curve point", (int,))
+    bdmc_points: int = _f(100, "ais: points simulated from each fitted model for the bidirectional Monte Carlo "
+                               "sandwich that bounds AIS's gap at its schedule (0: none)", (int,))
+    tune: Any = _f(None, "a grid per method, chosen on the validation split: 'lr=3e-4,1e-3,3e-3' (several options: "
+                         "'lr=1e-3,3e-3;k=5,10'; in TOML a table of lists)", (str, dict))
+    executor: str = _f("sequential", "where the cells (method, seed, tuning point) run: sequential (here, in turn) "
+                                     "or ray (one Ray task each)", (str,), choices=("sequential", "ray"))
+    ray_address: str | None = _f(None, "executor ray: a running cluster ('auto', 'ray://host:10001'); default a "
+                                       "local Ray on this machine", (str,))
+    ray_cpus: float = _f(1, "executor ray: CPUs each task declares", (int, float))
+    ray_gpus: float = _f(0, "executor ray: GPUs each task declares", (int, float))
+    ray_retries: int = _f(2, "executor ray: retries of a task that failed or whose worker died", (int,))
+    ray_setup: str | None = _f(None, "executor ray: 'package.module.function' every worker runs first (e.g. to "
+                                     "register your own methods)", (str,))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], where: str = "compare") -> "CompareConfig":
@@ -131,7 +149,48 @@ def load_toml(path: str | os.PathLike) -> dict:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"cannot read config file {path!r}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"cannot read config file {path!r}: byte {e.start} is not UTF-8 text (TOML files are "
+                         "UTF-8)") from None
+    except OSError as e:
+        raise ValueError(f"cannot read config file {path!r}: {e.strerror or e}") from None
 
 
 def cli_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(CompareConfig) if f.metadata.get("cli", True)]
+
+
+def tuning_grid(spec) -> dict[str, list]:
+    """``--tune``'s grid: ``"lr=3e-4,1e-3;k=5,10"`` or ``{"lr": [3e-4, 1e-3]}`` -> ``{name: [values]}``
+    (numbers read as int or float, ``true``/``false`` as booleans, anything else as text)."""
+    if spec is None or spec == "" or spec == {}:
+        return {}
+    if isinstance(spec, str):
+        grid = {}
+        for part in (p.strip() for p in spec.split(";") if p.strip()):
+            name, eq, values = part.partition("=")
+            if not eq or not name.strip() or not values.strip():
+                raise ValueError(f"cannot read --tune {spec!r}: expected NAME=V1,V2,... (several: ';' between)")
+            grid[name.strip().replace("-", "_")] = [_value(v.strip()) for v in values.split(",")]
+        spec = grid
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"tune must be NAME=V1,V2,... or a table of lists, got {spec!r}")
+    out = {}
+    for name, values in spec.items():
+        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        if not values or len(set(map(repr, values))) != len(values):
+            raise ValueError(f"tune {name}: give distinct values, got {values!r}")
+        out[str(name).replace("-", "_")] = values
+    return out
+
+
+def _value(text: str):
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+

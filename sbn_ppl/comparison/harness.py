@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -38,18 +39,24 @@ import numpy as np
 
 import sbn_ppl.comparison.reporting as reporting
 from sbn_ppl.base.architecture import Architecture
+from sbn_ppl.comparison.config import tuning_grid
 from sbn_ppl.comparison.config import DEFAULT_HIDDEN, DEFAULT_SECONDS, ESTIMATORS, CompareConfig
 from sbn_ppl.base.data import load_dataset
 from sbn_ppl.base.arrays import Dataset, random_subset
 from sbn_ppl.yardstick.exact import MAX_EXACT_HIDDEN, exact_kl
 from sbn_ppl.base.files import _jsonable
-from sbn_ppl.engine.fitting import check_budget, fit, step_budget
+from sbn_ppl.engine.fitting import Budget, Checkpointing, check_budget, check_seed, fit, interrupts_noticed
+from sbn_ppl.engine.rundir import (MANIFEST, FolderLock, _check_writable, check_resumable, code_version,
+                                   own_path, read_manifest, remove_inside, write_manifest)
 from sbn_ppl.inference import backends_of, get_method, method_names
 from sbn_ppl.base.methods import BACKENDS, Method
+import sbn_ppl.comparison.executors as executors
+from sbn_ppl.comparison.executors import Cell
 from sbn_ppl.base.params import SBNParams
 from sbn_ppl.yardstick import LogLikelihood, posthoc_guide, score
 
 CURVE_SUBSET_SEED = 0  # the learning-curve points are one fixed subset, whatever the run's seed
+RUNTIME_SETTINGS = ("executor", "ray_address", "ray_cpus", "ray_gpus", "ray_retries", "ray_setup")
 
 __all__ = ["Yardstick", "compare", "initial_params", "method_options", "plan"]
 
@@ -122,6 +129,7 @@ def compare(data: str | Dataset | None = None, arch: str | Architecture | None =
     :returns: one record (a dict) per (method, seed), in the order run; see
         ``reporting.CSV_FIELDS``, plus ``options`` and ``curve`` (one dict per checkpoint).
     """
+    _check_arguments(data, arch, methods)
     given = dict(settings)
     dataset = data if isinstance(data, Dataset) else None
     if data is not None:
@@ -133,7 +141,7 @@ def compare(data: str | Dataset | None = None, arch: str | Architecture | None =
         given["methods"] = methods if isinstance(methods, str) else [
             m.label if isinstance(m, Method) else m for m in methods]
     if given.get("resume") and given.get("out"):
-        given = _resumed_settings(given["out"], given)
+        given = _resumed_settings(os.fspath(given["out"]), given)
     config = CompareConfig.from_mapping(given)
     return _Comparison(config, dataset, objects).run()
 
@@ -141,13 +149,17 @@ def compare(data: str | Dataset | None = None, arch: str | Architecture | None =
 class _Comparison:
     def __init__(self, config: CompareConfig, dataset: Dataset | None, objects: list[Method]):
         self.c = config
-        self.dataset = dataset if dataset is not None else load_dataset(config.data)
+        self.dataset, self.data_warnings = (dataset, []) if dataset is not None else _load(config.data)
         self.arch = _architecture(config.arch, config.connectivity, self.dataset)
         steps, epochs, seconds = config.steps, config.epochs, config.seconds
         if steps is None and seconds is None and epochs is None:
             seconds = DEFAULT_SECONDS
         check_budget(steps, seconds, epochs)
         self.budget = _Budget(steps, epochs, seconds, config.checkpoints)
+        check_seed(config.seed)
+        if isinstance(config.posthoc_steps, bool) or not isinstance(config.posthoc_steps, int) \
+                or config.posthoc_steps < 0:
+            raise ValueError(f"posthoc_steps must be a non-negative integer, got {config.posthoc_steps!r}")
         _check_count("checkpoints", config.checkpoints)
         _check_count("batch_size", config.batch_size)
         _check_count("curve_points", config.curve_points, none_ok=True)
@@ -169,6 +181,25 @@ class _Comparison:
         if config.lr is not None:
             options.setdefault("lr", config.lr)
         self.chosen = method_options(self.planned, options)  # every method's options, checked before any trains
+        self.methods = {(m.name, m.backend): m for m in self.planned}
+        self.grid = tuning_grid(config.tune)
+        self.points = tuning_points(self.grid)
+        if self.grid and self.dataset.valid is None:
+            raise ValueError(f"tune chooses by the validation split, and {config.data!r} has none; give a data set "
+                             "with one (e.g. binarized-mnist), never the test split")
+        for m in self.planned:  # every grid point's options checked before any method trains
+            for point in self.points:
+                self._options(m, point)
+        _check_count("curve_ais_temperatures", config.curve_ais_temperatures)
+        _check_count("curve_ais_chains", config.curve_ais_chains)
+        if isinstance(config.bdmc_points, bool) or not isinstance(config.bdmc_points, int) or config.bdmc_points < 0:
+            raise ValueError(f"bdmc_points must be a whole number >= 0 (0: no BDMC), got {config.bdmc_points!r}")
+        self.curve_ais = None if self.yardstick.estimator != "is" else dataclasses.replace(
+            self.curve_yardstick, estimator="ais",
+            ais_options={"ais_temperatures": config.curve_ais_temperatures, "ais_chains": config.curve_ais_chains})
+        if config.executor == "ray":
+            executors.RaySettings(config.ray_address, config.ray_cpus, config.ray_gpus, config.ray_retries)
+            executors.import_ray()
         curve_split = self.dataset.valid if self.dataset.valid is not None else self.dataset.test
         self.curve_split_name = "valid" if self.dataset.valid is not None else "test"
         self.curve_x = (random_subset(curve_split, config.curve_points, CURVE_SUBSET_SEED)
@@ -192,6 +223,10 @@ class _Comparison:
         if devices is not None and devices > 1 and pyro:
             raise ValueError(f"devices={devices}: {', '.join(pyro)} run(s) on one device (the Pyro backend is not "
                              "sharded); leave devices unset (every device for NumPyro, one for Pyro) or drop them")
+        if devices is not None and devices > 1:
+            from sbn_ppl.engine.sharding import device_list
+
+            device_list(devices)  # more devices than there are: refused before any method trains
         self.yardstick = dataclasses.replace(self.yardstick, devices=devices)
         self.curve_yardstick = dataclasses.replace(self.curve_yardstick, devices=devices)
 
@@ -199,7 +234,7 @@ class _Comparison:
         """What results.json records (and --resume reads back)."""
         c = self.c
         return _normalised({
-            **{k: v for k, v in c.as_dict().items() if k not in ("progress", "resume", "out")},
+            **{k: v for k, v in c.as_dict().items() if k not in ("progress", "resume", "out", "overwrite")},
             "arch": "-".join(map(str, self.arch.sizes)), "connectivity": self.arch.connectivity,
             "methods": [m.label for m in self.planned], "seeds": self.seeds,
             "train_size": len(self.dataset.train), "test_size": len(self.dataset.test),
@@ -207,35 +242,138 @@ class _Comparison:
             "curve_split": self.curve_split_name, "curve_points_used": len(self.curve_x),
             "train_points_used": len(self.train_x), "estimator": self.yardstick.estimator,
             "seconds": self.budget.seconds,
+            **({"data_warnings": self.data_warnings} if self.data_warnings else {}),
         })
 
+    def manifest(self) -> dict:
+        """What the comparison folder holds (``manifest.json``; :mod:`sbn_ppl.engine.rundir`): the
+        settings, the data's name and the content hash of each split, the architecture, the code."""
+        from sbn_ppl.base.datasets import content_sha256
+
+        splits = {s: getattr(self.dataset, s) for s in self.dataset.splits}
+        return {"kind": "compare", "settings": self.settings(),
+                "data": {"name": self.dataset.name, "sha256": {s: content_sha256(x) for s, x in splits.items()}},
+                "architecture": {"sizes": list(self.arch.sizes), "connectivity": self.arch.connectivity},
+                "code": code_version()}
+
     def run(self) -> list[dict]:
+        if not self.out:
+            return self._run({})
+        _check_writable(self.out)
+        with FolderLock(self.out, "comparison"), interrupts_noticed():
+            previous = self._claim()
+            return self._run(previous)
+
+    def _claim(self) -> dict[tuple, dict]:
+        """Under the folder's lock: refuse a folder that holds results unless resuming (its manifest
+        checked, data hashes included) or overwriting; write this run's manifest; the earlier
+        records to keep."""
+        out, settings = self.out, self.settings()
+        holds = any(os.path.lexists(os.path.join(out, n)) for n in ("results.json", MANIFEST))
+        if holds and not (self.c.resume or self.c.overwrite):
+            raise ValueError(f"{out!r} holds the results of a comparison; use --resume to continue it or "
+                             "--overwrite to replace it (or choose another --out)")
+        for m in self.planned:
+            for seed in self.seeds:
+                for point in self.points:  # a link out of the folder: refused
+                    own_path(out, os.path.basename(self._method_dir(m, seed, point)))
+        if self.c.overwrite and not self.c.resume:
+            _clear(out)
+        previous = {}
+        if self.c.resume:
+            check_resumable_comparison(out, self.manifest())
+            previous = _previous_records(out, settings)
+        write_manifest(out, self.manifest())
+        return previous
+
+    def cells(self) -> list[Cell]:
+        """Every (method, backend, seed, tuning point) this comparison runs, in order."""
+        return [Cell(m.name, m.backend, seed, point) for seed in self.seeds for m in self.planned
+                for point in self.points]
+
+    def _run(self, previous: dict[tuple, dict]) -> list[dict]:
         settings = self.settings()
-        previous = _previous_records(self.out, settings) if self.c.resume and self.out else {}
         done: dict[tuple, dict] = {}
-        total = len(self.planned) * len(self.seeds)
+        cells = self.cells()
+        todo = []
+        for n, cell in enumerate(cells):
+            m = self.methods[(cell.method, cell.backend)]
+            label = self._label(cell, n, len(cells))
+            old = previous.get(cell.key)
+            if old is not None and old.get("options") == self._options(m, cell.tuning):
+                missing = self._missing_files(m, cell.seed, old, cell.tuning)
+                if not missing:
+                    done[cell.key] = old
+                    _say(self.c.progress, f"{label}: finished in an earlier run, kept")
+                    continue
+                _say(self.c.progress, f"{label}: finished in an earlier run, but {missing} is gone: run again")
+                previous.pop(cell.key)
+            todo.append(cell)
         try:
-            for s, seed in enumerate(self.seeds):
-                params0 = initial_params(self.arch, self.dataset.train, seed, self.c.data_bias)
-                for i, m in enumerate(self.planned):
-                    key = (m.name, m.backend, seed)
-                    label = f"[{s * len(self.planned) + i + 1}/{total}] {m.name} ({m.backend}), seed {seed}"
-                    old = previous.get(key)
-                    if old is not None and old.get("options") == self.chosen[(m.name, m.backend)]:
-                        done[key] = old
-                        _say(self.c.progress, f"{label}: finished in an earlier run, kept")
-                        continue
-                    done[key] = self._run_one(m, params0, seed)
-                    _say(self.c.progress, f"{label}: {_summary(done[key])}")
-                    if self.out:
-                        kept = [r for k, r in previous.items() if k not in done]
-                        reporting.write_results(self.out, settings, list(done.values()) + kept)
+            for cell, result in self._execute(todo):
+                done[cell.key] = self._finished(cell, result)
+                _say(self.c.progress, f"{self._label(cell, cells.index(cell), len(cells))}: "
+                                      f"{_summary(done[cell.key])}")
+                if self.out:
+                    kept = [r for k, r in previous.items() if k not in done]
+                    self._write(settings, list(done.values()) + kept)
         except KeyboardInterrupt:
             if self.out:
-                _say(True, f"interrupted: {len(done)} of {total} runs finished and saved in {self.out}; "
+                _say(True, f"interrupted: {len(done)} of {len(cells)} runs finished and saved in {self.out}; "
                            "run again with resume=True (sbn-ppl compare --out DIR --resume) to continue")
             raise
-        return [done[(m.name, m.backend, seed)] for seed in self.seeds for m in self.planned]
+        ordered = [done[cell.key] for cell in cells]
+        return select_tuned(ordered, self.c.select) if self.grid else ordered
+
+    def _label(self, cell: Cell, n: int, total: int) -> str:
+        point = "".join(f", {k}={v:g}" if isinstance(v, float) else f", {k}={v}" for k, v in cell.tuning)
+        return f"[{n + 1}/{total}] {cell.method} ({cell.backend}), seed {cell.seed}{point}"
+
+    def _write(self, settings: dict, records: list[dict]) -> None:
+        """results.json and the report; a tuned run reports each method at its chosen point and
+        keeps every grid point's record in ``grid``."""
+        if not self.grid:
+            reporting.write_results(self.out, settings, records)
+            return
+        reporting.write_results(self.out, settings, select_tuned(records, self.c.select), grid=records)
+
+    def _execute(self, cells: list[Cell]):
+        """``(cell, record or exception)`` as each cell ends: here, in turn, or as Ray tasks."""
+        if self.c.executor != "ray":
+            return executors.sequential(cells, lambda _, cell: self._run_cell(cell), None)
+        settings = executors.RaySettings(self.c.ray_address, self.c.ray_cpus, self.c.ray_gpus, self.c.ray_retries,
+                                         self.c.ray_setup)
+        payload = (self.c.replace(out=None, progress=False, resume=False, overwrite=False, executor="sequential"),
+                   self.dataset)
+        return _progress_bar(executors.ray_tasks(cells, run_cell, payload, settings), len(cells), self.c.progress)
+
+    def _run_cell(self, cell: Cell) -> dict:
+        m = self.methods[(cell.method, cell.backend)]
+        params0 = initial_params(self.arch, self.dataset.train, cell.seed, self.c.data_bias)
+        record, _ = self._run_one(m, params0, cell.seed, cell.tuning)
+        return record
+
+    def _finished(self, cell: Cell, result) -> dict:
+        """A cell's record: a task's (its parameters written here: only the driver writes the
+        folder), or a failure record when its task raised or its worker died for good."""
+        m = self.methods[(cell.method, cell.backend)]
+        if isinstance(result, Exception):
+            record = {"method": m.name, "backend": m.backend, "seed": cell.seed, "guide": m.guide,
+                      "options": self._options(m, cell.tuning), **self._tuning(cell.tuning)}
+            record.update({k: None for k in reporting.CSV_FIELDS if k not in record}, curve=[],
+                          error=f"{type(result).__name__}: {result}".splitlines()[0])
+            return _normalised(record)
+        if isinstance(result, dict):
+            return result
+        record, arrays = result  # from a Ray task: the parameters travel back as arrays
+        method_dir = self._method_dir(m, cell.seed, cell.tuning)
+        if method_dir and arrays:
+            os.makedirs(method_dir, exist_ok=True)
+            for name, params in arrays.items():
+                params.save(os.path.join(method_dir, name))
+            record = {**record, "params": os.path.join(method_dir, "selected_params.npz" if "selected_params.npz"
+                                                       in arrays else "params.npz")}
+        return record
 
     def _posthoc(self, params: SBNParams, seed: int):
         """Under the ``is`` yardstick, a recognition network fitted to the frozen model with the
@@ -248,17 +386,37 @@ class _Comparison:
     def _devices(self, m: Method) -> int | None:
         return self.c.devices if m.backend == "numpyro" else None  # Pyro: one device
 
-    def _method_dir(self, m: Method, seed: int) -> str | None:
+    def _missing_files(self, m: Method, seed: int, record: dict, tuning: tuple = ()) -> str | None:
+        """The file an earlier record cites that is no longer in its method folder, if any."""
+        folder = self._method_dir(m, seed, tuning)
+        if folder is None or not record.get("params"):
+            return None
+        path = os.path.join(folder, os.path.basename(record["params"]))
+        return None if os.path.isfile(path) else path
+
+    def _method_dir(self, m: Method, seed: int, tuning: tuple = ()) -> str | None:
         if not self.out:
             return None
         suffix = f"-seed{seed}" if len(self.seeds) > 1 else ""
-        return os.path.join(self.out, f"{m.name}-{m.backend}{suffix}")
+        point = "".join(f"-{k}{v:g}" if isinstance(v, float) else f"-{k}{v}" for k, v in tuning)
+        return os.path.join(self.out, f"{m.name}-{m.backend}{suffix}{point}")
 
-    def _run_one(self, m: Method, params0: SBNParams, seed: int) -> dict:
-        """Fit one method for one seed and score it; a failure is recorded (with its message), not raised."""
-        opts = self.chosen[(m.name, m.backend)]
+    def _options(self, m: Method, tuning: tuple = ()) -> dict:
+        return self.chosen[(m.name, m.backend)] if not tuning else _normalised(
+            m.check_options({**self.chosen[(m.name, m.backend)], **dict(tuning)}))
+
+    @staticmethod
+    def _tuning(tuning: tuple) -> dict:
+        return {"tuning": dict(tuning)} if tuning else {}
+
+    def _run_one(self, m: Method, params0: SBNParams, seed: int, tuning: tuple = ()) -> tuple[dict, dict]:
+        """Fit one method for one seed (at one tuning point) and score it; a failure is recorded
+        (with its message), not raised. Also returns the parameters to save by file name (none
+        where this run saved them itself, or failed)."""
+        opts = self._options(m, tuning)
         record: dict[str, Any] = {"method": m.name, "backend": m.backend, "seed": seed, "guide": m.guide,
-                                  "options": opts}
+                                  "options": opts, **self._tuning(tuning)}
+        arrays: dict[str, SBNParams] = {}
         finished: dict[str, Any] = {}
         scored = [0.0]  # training seconds at the last scored checkpoint
         budget, yardstick = self.budget, dataclasses.replace(self.yardstick, seed=seed)
@@ -267,10 +425,15 @@ class _Comparison:
 
         def curve_point(params, step: int) -> dict:
             ll = curve_yardstick.log_likelihood(params, self.curve_x, m.guide)
+            extra = {}
+            if ll is None and self.curve_ais is not None:  # no guide to importance-sample with: cheap AIS
+                ll = dataclasses.replace(self.curve_ais, seed=seed).log_likelihood(params, self.curve_x, None)
+                extra = {"curve_estimator": ll.estimator}
             if ll is None:
                 return {}
             stop = best.offer(ll.mean, params, step)
-            return {"test_log_likelihood": ll.mean, "test_stderr": ll.mean_stderr, **({"stop": True} if stop else {})}
+            return {"test_log_likelihood": ll.mean, "test_stderr": ll.mean_stderr, **extra,
+                    **({"stop": True} if stop else {})}
 
         def on_checkpoint(params, rec):
             if not budget.scores_at(rec, scored[0]):
@@ -284,14 +447,16 @@ class _Comparison:
             if value is not None:
                 finished["bound"] = float(np.mean(np.asarray(value, dtype=np.float64)))
 
-        method_dir = self._method_dir(m, seed)
+        method_dir = self._method_dir(m, seed, tuning)
         try:
             start = {"step": 0, "epoch": 0.0, "seconds": 0.0, **curve_point(params0, 0)}
             start.pop("stop", None)
-            result = fit(m, params0, self.dataset.train, seed=seed, options=opts, out=method_dir,
-                         overwrite=True, batch_size=self.c.batch_size, progress=self.c.progress,
-                         on_checkpoint=on_checkpoint, on_finish=on_finish, devices=self._devices(m),
-                         **budget.fit_arguments(len(self.dataset.train), self.c.batch_size))
+            fit_budget, every, every_seconds = budget.fit_arguments(len(self.dataset.train), self.c.batch_size)
+            result = fit(m, params0, self.dataset.train, budget=fit_budget,
+                         checkpointing=Checkpointing(every, every_seconds, out=method_dir, overwrite=True,
+                                                     on_checkpoint=on_checkpoint),
+                         seed=seed, options=opts, batch_size=self.c.batch_size, progress=self.c.progress,
+                         on_finish=on_finish, devices=self._devices(m), data=self.dataset.name)
             last = result.metrics[-1]
             if "test_log_likelihood" not in last:  # the curve always ends with a scored point
                 last.update({k: v for k, v in curve_point(result.params, int(last["step"])).items() if k != "stop"})
@@ -304,11 +469,14 @@ class _Comparison:
             record.update(selected_step=best.step if self.c.select == "best" and best.params is not None
                           else int(last["step"]))
             record.update(_final_scores(m, chosen, self.test_x, self.train_x, yardstick,
-                                        self._posthoc(chosen, seed)))
+                                        self._posthoc(chosen, seed), self.c.bdmc_points))
             saved = os.path.join(method_dir, "params.npz") if method_dir else None
             if saved and chosen is not result.params:  # select="best": the scored parameters beside the last
                 saved = os.path.join(method_dir, "selected_params.npz")
                 chosen.save(saved)
+            if not method_dir:  # nothing written here: the caller (a Ray task's driver) saves them
+                arrays = {"params.npz": result.params,
+                          **({"selected_params.npz": chosen} if chosen is not result.params else {})}
             bound = finished.get("bound")
             if bound is not None and record["selected_step"] != int(last["step"]):
                 # the bound is the final state's (e.g. the fixed point's per-point variational
@@ -321,7 +489,8 @@ class _Comparison:
         except Exception as e:  # noqa: BLE001 - one method failing must not lose the others' results
             record.update({k: None for k in reporting.CSV_FIELDS if k not in record}, curve=[],
                           error=f"{type(e).__name__}: {e}".splitlines()[0])
-        return _normalised(record)
+            arrays = {}
+        return _normalised(record), arrays
 
 
 def plan(methods: Sequence[str | Method] | str | None = None, backend: str | None = None) -> list[Method]:
@@ -420,17 +589,13 @@ class _Budget:
     seconds: float | None
     checkpoints: int
 
-    def fit_arguments(self, num_data: int, batch_size: int) -> dict:
-        """A pure step or epoch budget checkpoints every ``1/checkpoints`` of it (deterministic);
-        a time budget about every ``seconds / checkpoints`` seconds of training."""
-        args: dict[str, Any] = {"steps": self.steps, "epochs": self.epochs, "seconds": self.seconds}
+    def fit_arguments(self, num_data: int, batch_size: int) -> tuple[Budget, int | None, float | None]:
+        """``fit``'s budget, and its checkpoints: a pure step or epoch budget every ``1/checkpoints``
+        of it (steps: deterministic), a time budget about every ``seconds / checkpoints`` seconds."""
+        budget = Budget(self.steps, self.seconds, self.epochs)
         if self.seconds is None:
-            total = step_budget(self.steps, self.epochs, num_data, batch_size)
-            args["checkpoint_every"] = max(1, math.ceil(total / self.checkpoints))
-        else:
-            args["checkpoint_every"] = None
-            args["checkpoint_seconds"] = self.seconds / self.checkpoints
-        return args
+            return budget, max(1, math.ceil(budget.step_cap(num_data, batch_size) / self.checkpoints)), None
+        return budget, None, self.seconds / self.checkpoints
 
     def scores_at(self, record: dict, last_scored: float) -> bool:
         """Whether a checkpoint gets a test score: every one under a step or epoch budget; under a
@@ -441,7 +606,24 @@ class _Budget:
         return math.floor(record["seconds"] / spacing) > math.floor(last_scored / spacing)
 
 
-def _final_scores(m: Method, params: SBNParams, test, train, yardstick: Yardstick, posthoc=None) -> dict:
+def _bdmc_scores(m: Method, params: SBNParams, yardstick: Yardstick, points: int) -> dict:
+    """BDMC at the yardstick's own AIS schedule on ``points`` simulated from ``params``, and IS
+    with the method's guide on the same points (where it has one)."""
+    from sbn_ppl.yardstick.bdmc import bdmc
+    from sbn_ppl.yardstick.defaults import AIS_CHAINS, AIS_TEMPERATURES
+
+    options = yardstick.ais_options
+    with _one_blas_thread():
+        sandwich = bdmc(params, points, yardstick.seed, options.get("ais_temperatures", AIS_TEMPERATURES),
+                        options.get("ais_chains", AIS_CHAINS), devices=yardstick.devices)
+    out = {**sandwich.summary(), "bdmc_is": None}
+    if m.guide is not None and params.has_guide(m.guide):
+        out["bdmc_is"] = yardstick.log_likelihood(params, sandwich.x, m.guide, estimator="is").mean
+    return out
+
+
+def _final_scores(m: Method, params: SBNParams, test, train, yardstick: Yardstick, posthoc=None,
+                  bdmc_points: int = 0) -> dict:
     """The final scores. Under the ``is`` yardstick a method is scored with its own guide and with a
     guide fitted post hoc to its frozen model (``posthoc()``); the figure is the higher of the two
     (both are stochastic lower bounds), and ``test_guide`` says which gave it."""
@@ -476,6 +658,8 @@ def _final_scores(m: Method, params: SBNParams, test, train, yardstick: Yardstic
         scores.update(test_is_log_likelihood=is_ll.mean, test_is_stderr=is_ll.mean_stderr,
                       test_is_khat=summary["khat_max"], test_is_ess=summary["ess_mean"])
         scores["warnings"] += list(is_ll.warnings or ())
+    if yardstick.estimator == "ais" and bdmc_points:
+        scores.update(_bdmc_scores(m, params, yardstick, bdmc_points))
     if has_guide and yardstick.estimator == "exact":
         with _one_blas_thread():
             scores["kl_q_p"] = float(np.mean(exact_kl(params, m.guide, test).q_p))
@@ -493,7 +677,7 @@ def _resumed_settings(out: str, given: dict) -> dict:
     merged = {k: v for k, v in old.items() if k in fields}
     conflicts = []
     for k, v in given.items():
-        if k in ("resume", "out", "progress") or v is None:
+        if k in ("resume", "out", "progress", "overwrite") or v is None:
             continue
         if k in merged and _normalised(v) != merged[k] and not (k == "methods" and _same_methods(v, merged[k])):
             conflicts.append(f"{k} was {merged[k]!r}, now {v!r}")
@@ -502,8 +686,9 @@ def _resumed_settings(out: str, given: dict) -> dict:
         raise ValueError(f"cannot resume {out!r} with other settings ({'; '.join(conflicts)}); "
                          "leave them out to use the saved ones, or choose another --out")
     merged.update(resume=True, out=out)
-    if "progress" in given:
-        merged["progress"] = given["progress"]
+    for k in ("progress", "overwrite"):
+        if k in given:
+            merged[k] = given[k]
     return merged
 
 
@@ -513,16 +698,11 @@ def _same_methods(given, saved) -> bool:
 
 
 def _read_results(out: str) -> dict | None:
-    path = os.path.join(out, "results.json")
-    if not os.path.exists(path):
+    """``out/results.json``, every record checked (:func:`reporting.read_results`), or ``None``."""
+    if not os.path.exists(os.path.join(out, "results.json")):
         return None
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-        saved["config"], saved["records"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"cannot resume from {path!r}: {e}") from None
-    return saved
+    config, records = reporting.read_results(out, advice="start afresh with --overwrite (or choose another --out)")
+    return {"config": config, "records": records}
 
 
 def _previous_records(out: str, config: dict) -> dict[tuple, dict]:
@@ -531,13 +711,48 @@ def _previous_records(out: str, config: dict) -> dict[tuple, dict]:
     if saved is None:
         return {}
     old_config = saved["config"]
-    ignore = {"methods", "seeds", "seed"}  # adding methods or seeds to a run is what resuming is for
+    # adding methods or seeds to a run is what resuming is for; where it runs does not change a cell
+    ignore = {"methods", "seeds", "seed"} | set(RUNTIME_SETTINGS)
     changed = sorted(k for k in (set(config) | set(old_config)) - ignore if config.get(k) != old_config.get(k))
     if changed:
         what = ", ".join(f"{k} was {old_config.get(k)!r}, now {config.get(k)!r}" for k in changed)
         raise ValueError(f"cannot resume {out!r} with other settings ({what}); use another output folder")
-    return {(r["method"], r["backend"], r.get("seed", old_config.get("seed", 0))): r
-            for r in saved["records"] if not r.get("error")}
+    records = saved.get("grid") or saved["records"]  # a tuned run keeps every grid point's record
+    return {_record_key(r): r for r in records if not r.get("error")}
+
+
+def _record_key(r: Mapping) -> tuple:
+    """A record's cell: (method, backend, seed, tuning point)."""
+    return (r["method"], r["backend"], r["seed"], tuple(sorted((r.get("tuning") or {}).items())))
+
+
+def check_resumable_comparison(out: str, manifest: dict) -> None:
+    """Refuse ``--resume`` of ``out`` unless its manifest matches this comparison's: the data's
+    name and the content hash of every split, the architecture, the code and the settings
+    (but the methods and seeds, which a resume may add to)."""
+    if read_manifest(out) is None and os.path.lexists(os.path.join(out, "results.json")):
+        raise ValueError(f"{out!r} holds results but no {MANIFEST} (written by an older sbn-ppl, or removed), so its "
+                         "data cannot be checked; start afresh with --overwrite (or choose another --out)")
+    check_resumable(out, manifest, ignore=("settings.methods", "settings.seeds", "settings.seed")
+                    + tuple(f"settings.{k}" for k in RUNTIME_SETTINGS))
+
+
+def _clear(out: str) -> None:
+    """``--overwrite``: remove the results in ``out`` and the method folders its records name (only
+    folders directly inside ``out``; a link is unlinked, never followed)."""
+    path = os.path.join(out, "results.json")
+    folders = set()
+    if os.path.isfile(path) and not os.path.islink(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                records = json.load(f).get("records") or []
+            folders = {os.path.basename(os.path.dirname(r["params"])) for r in records
+                       if isinstance(r, dict) and isinstance(r.get("params"), str)}
+        except (OSError, ValueError, AttributeError):
+            pass  # unreadable results: the folders go with the next runs' overwrite
+    for name in ("results.json", "results.csv", "learning_curves.png", "report.md", MANIFEST, *sorted(folders)):
+        if name and name not in (".", ".."):
+            remove_inside(out, name)
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -554,7 +769,41 @@ def _seeds(config: CompareConfig) -> list[int]:
         raise ValueError(f"seeds must be a non-empty list of integers, got {config.seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds are repeated: {seeds}")
+    for s in seeds:
+        check_seed(s, f"every seed in seeds={config.seeds!r}")
     return [int(s) for s in seeds]
+
+
+def _check_arguments(data, arch, methods) -> None:
+    """The arguments of :func:`compare` that are not settings, by type, before anything runs."""
+    if data is not None and not isinstance(data, (str, os.PathLike, Dataset)):
+        raise TypeError(f"compare: data must be a data set name, a file path or a Dataset, got {type(data).__name__}")
+    if arch is not None and not isinstance(arch, (str, Architecture)):
+        raise TypeError(f"compare: arch must be a string such as '64-12-6' or an Architecture, got "
+                        f"{type(arch).__name__}")
+    if methods is None or isinstance(methods, str):
+        return
+    if not isinstance(methods, (list, tuple)) or not all(isinstance(m, (str, Method)) for m in methods):
+        raise TypeError(f"compare: methods must be a comma-separated string or a list of method names or Method "
+                        f"objects, got {methods!r}")
+
+
+def _load(spec) -> tuple[Dataset, list[str]]:
+    """The data set, and the content-hash warnings its loading gave (re-issued, and recorded
+    with the results)."""
+    import warnings
+
+    from sbn_ppl.base.datasets import ContentHashWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ContentHashWarning)
+        dataset = load_dataset(spec)
+    notes = []
+    for w in caught:
+        if issubclass(w.category, ContentHashWarning):
+            notes.append(str(w.message))
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return dataset, notes
 
 
 def _architecture(arch, connectivity: str, dataset: Dataset) -> Architecture:
@@ -610,3 +859,62 @@ def _one_blas_thread():
     except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def tuning_points(grid: Mapping[str, list]) -> list[tuple]:
+    """Every point of a tuning grid, as sorted ``(name, value)`` tuples (``[()]`` when none)."""
+    names = sorted(grid)
+    return [tuple(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))] or [()]
+
+
+def validation_score(record: Mapping, select: str) -> float:
+    """What tuning ranks a grid point's run by: its learning-curve score on the validation subset,
+    the best checkpoint's (``select="best"``) or the last one's; ``-inf`` for a failed run."""
+    scores = [p["test_log_likelihood"] for p in record.get("curve") or [] if p.get("test_log_likelihood") is not None]
+    if record.get("error") or not scores:
+        return -math.inf
+    return max(scores) if select == "best" else scores[-1]
+
+
+def select_tuned(records: Sequence[dict], select: str) -> list[dict]:
+    """Each method at the grid point with the best mean validation score over its seeds (the
+    test split is never read): its records, each with ``tuned`` (the chosen point, every point's
+    validation score, and the selection's cost in training seconds)."""
+    by_method: dict[tuple, dict[tuple, list[dict]]] = {}
+    for r in records:
+        key = tuple(sorted((r.get("tuning") or {}).items()))
+        by_method.setdefault((r["method"], r["backend"]), {}).setdefault(key, []).append(r)
+    chosen = []
+    for points in by_method.values():
+        scores = {p: float(np.mean([validation_score(r, select) for r in rs])) for p, rs in points.items()}
+        best = max(scores, key=lambda p: scores[p])
+        cost = sum(float(r.get("seconds") or 0.0) for rs in points.values() for r in rs)
+        grid = [{"point": dict(p), "validation_log_likelihood": v if math.isfinite(v) else None}
+                for p, v in scores.items()]
+        for r in points[best]:
+            chosen.append({**r, "tuned": {"chosen": dict(best), "grid": grid, "selection_seconds": cost}})
+    return chosen
+
+
+def run_cell(payload, cell: Cell):
+    """A Ray task: one cell of the comparison ``payload = (config, dataset)``, run with no output
+    folder; returns the record and the parameters to save (the driver writes the folder)."""
+    config, dataset = payload
+    comparison = _Comparison(config, dataset, [])
+    m = comparison.methods[(cell.method, cell.backend)]
+    params0 = initial_params(comparison.arch, dataset.train, cell.seed, config.data_bias)
+    return comparison._run_one(m, params0, cell.seed, cell.tuning)
+
+
+def _progress_bar(results, total: int, enabled: bool):
+    """One bar over the cells, advanced as each ends."""
+    if not enabled:
+        yield from results
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, unit="run", desc="cells") as bar:
+        for item in results:
+            bar.update(1)
+            yield item
+

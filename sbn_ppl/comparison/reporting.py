@@ -325,6 +325,7 @@ def report_markdown(config: Mapping[str, Any], records: Sequence[Mapping[str, An
         "",
         _description(config, seeds),
         "",
+        *[f"**Data warning:** {w}\n" for w in config.get("data_warnings") or []],
         "## Results",
         "",
         _table(summary),
@@ -341,6 +342,8 @@ def report_markdown(config: Mapping[str, Any], records: Sequence[Mapping[str, An
         f"nats with clipped points marked ▼ ▲; the dashed line is the time-to-quality threshold "
         f"({quality_gap:g} nats below).",
         "",
+        *_tuning_section(records),
+        *_bdmc_section(records),
         "## Every run",
         "",
         _runs_table(records, summary),
@@ -357,6 +360,47 @@ def report_markdown(config: Mapping[str, Any], records: Sequence[Mapping[str, An
         "",
     ]
     return "\n".join(parts)
+
+
+def _tuning_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Under ``tune``: each method's grid, every point's mean validation score over seeds, the
+    chosen point (by validation only), and the selection's cost in training seconds."""
+    tuned = {(r["method"], r["backend"]): r["tuned"] for r in records if r.get("tuned")}
+    if not tuned:
+        return []
+    lines = ["## Tuning (chosen on the validation split)", "",
+             "| method | backend | grid point | validation log p(x) | chosen |", "|---|---|---|---|---|"]
+    for (method, backend), t in tuned.items():
+        for g in t["grid"]:
+            point = ", ".join(f"{k}={v}" for k, v in g["point"].items())
+            v = g["validation_log_likelihood"]
+            lines.append(f"| {method} | {backend} | {point} | {'failed' if v is None else f'{v:.3f}'} | "
+                         f"{'**chosen**' if g['point'] == t['chosen'] else ''} |")
+    cost = sum(t["selection_seconds"] for t in tuned.values())
+    lines += ["", f"Selection cost: {cost:.1f} s of training over every grid point and seed (the test split is "
+                  "read only for the chosen points' final scores).", ""]
+    return lines
+
+
+def _bdmc_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Under AIS: each method's bidirectional Monte Carlo sandwich on data simulated from its model."""
+    rows = [r for r in records if r.get("bdmc_gap") is not None]
+    if not rows:
+        return []
+    lines = ["## AIS's certified gap (bidirectional Monte Carlo)", "",
+             "| method | backend | seed | simulated points | T | C | forward AIS (lower) | reverse AIS (upper) | "
+             "gap | IS with the method's guide |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        is_sim = r.get("bdmc_is")
+        lines.append(f"| {r['method']} | {r['backend']} | {r.get('seed', 0)} | {r['bdmc_points']} | "
+                     f"{r['bdmc_temperatures']} | {r['bdmc_chains']} | {r['bdmc_lower']:.3f} | {r['bdmc_upper']:.3f} | "
+                     f"{r['bdmc_gap']:.3f} | {'–' if is_sim is None else f'{is_sim:.3f}'} |")
+    lines += ["", "On data simulated from each fitted model, forward AIS (prior to posterior) is a stochastic lower "
+                  "bound on log p(x) and reverse AIS (from the exact posterior sample back to the prior) a stochastic "
+                  "upper bound; the gap bounds the error of the table's AIS figure at its schedule on such data "
+                  "(Grosse, Ghahramani & Adams 2015). The last column is importance sampling with the method's own "
+                  "guide on the same points: how far below the sandwich its IS falls.", ""]
+    return lines
 
 
 def _description(config: Mapping[str, Any], seeds: Sequence[int]) -> str:
@@ -420,9 +464,12 @@ def _environment() -> str:
 
 # -- writing and re-rendering ------------------------------------------------------------------
 def write_results(out: str, config: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
-                  quality_gap: float | None = None) -> None:
-    """``out/results.json``, then the files :func:`report` renders from it, each atomically."""
-    write_json(os.path.join(out, "results.json"), {"config": dict(config), "records": list(records)})
+                  quality_gap: float | None = None, grid: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """``out/results.json``, then the files :func:`report` renders from it, each atomically.
+    ``grid``: under tuning, every grid point's record (``records`` hold each method at its
+    chosen point)."""
+    write_json(os.path.join(out, "results.json"),
+               {"config": dict(config), "records": list(records), **({"grid": list(grid)} if grid else {})})
     _render(out, config, records, _gap(config, quality_gap))
 
 
@@ -465,23 +512,110 @@ def report(dirs: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.
     return _render(out, config, records, _gap(config, quality_gap))
 
 
-def read_results(folder: str) -> tuple[dict, list[dict]]:
-    """The settings and records in ``folder/results.json``; every record gets its ``seed``."""
+def read_results(folder: str, advice: str = "re-create it with sbn-ppl compare") -> tuple[dict, list[dict]]:
+    """The settings and records in ``folder/results.json``, every field checked (:func:`check_record`);
+    every record gets its ``seed``. A problem is one ``ValueError`` line that names the file, the
+    record and the field, and ends with ``advice``."""
     path = os.path.join(folder, "results.json")
     if not os.path.isfile(path):
         raise ValueError(f"{folder!r} holds no results.json (is it an output folder of sbn-ppl compare?)")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             saved = json.load(f)
-        config, records = dict(saved["config"]), [dict(r) for r in saved["records"]]
-        if not all(isinstance(r.get("method"), str) and isinstance(r.get("backend"), str) for r in records):
-            raise KeyError("a record without its method or backend")
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"cannot read {path!r}: not the results of sbn-ppl compare "
-                         f"({type(e).__name__}: {e})") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is corrupt (not readable JSON: {e}); {advice}") from None
+    problem = _results_problem(saved)
+    if problem:
+        raise ValueError(f"{path}: {problem}; {advice}")
+    config, records = dict(saved["config"]), [dict(r) for r in saved["records"]]
     for r in records:  # results.json of a run from before seeds: its one seed
         r.setdefault("seed", config.get("seed", 0))
     return config, records
+
+
+# The fields of a record and what each may hold (besides null): a finite number, a non-negative
+# one, a count, a string, a list of strings, a list of finite numbers, a mapping.
+_FINITE = ("objective", "test_log_likelihood", "test_own_guide_log_likelihood", "test_posthoc_log_likelihood",
+           "test_is_log_likelihood", "train_log_likelihood", "bound", "kl_q_p", "test_is_khat")
+_NON_NEGATIVE = ("epochs", "seconds", "steps_per_second", "test_stderr", "test_is_stderr", "test_is_ess")
+_COUNTS = ("steps", "selected_step", "seed")
+_STRINGS = ("guide", "test_estimator", "test_guide", "params", "error")
+
+
+def _results_problem(saved) -> str | None:
+    if not isinstance(saved, dict):
+        return f"holds a JSON {type(saved).__name__}: not the results of sbn-ppl compare"
+    if not isinstance(saved.get("config"), dict):
+        return f"its 'config' is {_kind(saved.get('config'))}: not the results of sbn-ppl compare"
+    if not isinstance(saved.get("records"), list):
+        return f"its 'records' is {_kind(saved.get('records'))}: not the results of sbn-ppl compare"
+    for i, r in enumerate(saved["records"]):
+        problem = check_record(r)
+        if problem:
+            name = f"{r.get('method')} ({r.get('backend')}), seed {r.get('seed', 0)}" \
+                if isinstance(r, dict) and isinstance(r.get("method"), str) else "?"
+            return f"record {i} [{name}]: {problem}"
+    return None
+
+
+def check_record(r) -> str | None:
+    """What is wrong with one record of results.json (``None``: nothing): every number finite and
+    of its type, every name a string, as :func:`sbn_ppl.compare` writes them."""
+    if not isinstance(r, dict):
+        return f"is {_kind(r)}, not a record"
+    for key in ("method", "backend"):
+        if not isinstance(r.get(key), str):
+            return f"field {key!r} is {_kind(r.get(key))}, not a name"
+    for key in _FINITE + _NON_NEGATIVE + _COUNTS:
+        problem = _number_problem(r.get(key), key in _NON_NEGATIVE or key in _COUNTS, key in _COUNTS)
+        if problem:
+            return f"field {key!r} {problem}"
+    for key in _STRINGS:
+        if r.get(key) is not None and not isinstance(r[key], str):
+            return f"field {key!r} is {_kind(r[key])}, not a string"
+    if r.get("warnings") is not None and not (isinstance(r["warnings"], list)
+                                              and all(isinstance(w, str) for w in r["warnings"])):
+        return "field 'warnings' is not a list of strings"
+    if r.get("options") is not None and not isinstance(r["options"], dict):
+        return f"field 'options' is {_kind(r['options'])}, not a mapping"
+    pointwise = r.get("test_pointwise")
+    if pointwise is not None:
+        if not isinstance(pointwise, list):
+            return f"field 'test_pointwise' is {_kind(pointwise)}, not a list"
+        for j, v in enumerate(pointwise):
+            problem = _number_problem(v, False, False, allow_none=False)
+            if problem:
+                return f"field 'test_pointwise' value {j} {problem}"
+    curve = r.get("curve")
+    if curve is not None:
+        if not isinstance(curve, list) or not all(isinstance(c, dict) for c in curve):
+            return "field 'curve' is not a list of checkpoint records"
+        for j, c in enumerate(curve):
+            for key in ("step", "epoch", "seconds", "test_log_likelihood", "test_stderr", "objective"):
+                problem = _number_problem(c.get(key), key != "test_log_likelihood" and key != "objective",
+                                          key == "step")
+                if problem:
+                    return f"field 'curve' point {j}: {key!r} {problem}"
+    return None
+
+
+def _number_problem(v, non_negative: bool, integer: bool, allow_none: bool = True) -> str | None:
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return f"is {_kind(v)}, not a number"
+    if not math.isfinite(v):
+        return f"is {v}, not a finite number"
+    if integer and v != int(v):
+        return f"is {v}, not an integer"
+    if non_negative and v < 0:
+        return f"is {v}, negative"
+    return None
+
+
+def _kind(v) -> str:
+    return "missing (null)" if v is None else f"{v!r}" if isinstance(v, (int, float, str)) and len(repr(v)) < 40 \
+        else f"a {type(v).__name__}"
 
 
 def merge_runs(runs: Sequence[tuple[str, Mapping[str, Any], Sequence[Mapping[str, Any]]]]
@@ -515,7 +649,7 @@ def merge_runs(runs: Sequence[tuple[str, Mapping[str, Any], Sequence[Mapping[str
     for folder, _, records in runs:
         for r in records:
             key = (r["method"], r["backend"], r["seed"])
-            if key in found and found[key][1] != r:
+            if key in found and _results_only(found[key][1]) != _results_only(r):
                 raise ValueError(f"{r['method']} ({r['backend']}), seed {r['seed']} is in both {found[key][0]!r} and "
                                  f"{folder!r} with different results; report them separately")
             found.setdefault(key, (folder, r))
@@ -529,6 +663,15 @@ def merge_runs(runs: Sequence[tuple[str, Mapping[str, Any], Sequence[Mapping[str
     records = sorted((r for _, r in found.values()),
                      key=lambda r: (seeds.index(r["seed"]), order[f"{r['method']}:{r['backend']}"]))
     return config, records
+
+
+def _results_only(record: Mapping[str, Any]) -> dict:
+    """A record less what two runs of one computation may differ in: the timings (and speeds),
+    and the path of its parameter file."""
+    timing = ("seconds", "steps_per_second", "params")
+    out = {k: v for k, v in record.items() if k not in timing}
+    out["curve"] = [{k: v for k, v in c.items() if k != "seconds"} for c in record.get("curve") or []]
+    return out
 
 
 # -- one table across data sets ----------------------------------------------------------------

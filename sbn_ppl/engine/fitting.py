@@ -1,7 +1,9 @@
 """The fitting driver: one :class:`~sbn_ppl.base.methods.Method` through its backend's runner, for
 a budget, with a progress bar, a learning curve, divergence checks and whole checkpoints.
 
-Budgets: ``steps``, ``epochs`` (``epochs * (N // batch_size)`` steps) and ``seconds`` of
+``fit(method, params, train, budget=Budget(...), checkpointing=Checkpointing(...), ...)``.
+
+Budgets (:class:`Budget`): ``steps``, ``epochs`` (``epochs * (N // batch_size)`` steps) and ``seconds`` of
 training time (JIT compilation counts, scoring does not); training stops at whichever
 comes first. With only ``seconds`` there is no step cap. A time budget is met to within
 one step: the driver times the steps and never starts a chunk that its estimate says
@@ -9,9 +11,14 @@ would overrun.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
@@ -21,10 +28,11 @@ from sbn_ppl.base.methods import Method
 from sbn_ppl.base.options import copies
 from sbn_ppl.base.params import SBNParams
 from sbn_ppl.base.resources import check_memory
-from sbn_ppl.engine.rundir import RunDir, read_metrics, read_state
+from sbn_ppl.engine.rundir import RunDir, check_resumable, code_version, read_checkpoint
 from sbn_ppl.engine.runner import effective_batch_size, runner_for, steps_per_epoch
 
 DEFAULT_BATCH_SIZE = 100
+DEFAULT_STEPS = 1000  # the budget when none is given
 DEFAULT_CHECKPOINT_EVERY = 100
 DIVERGED_MAGNITUDE = 1e6  # a parameter this large means the optimiser has blown up
 
@@ -59,99 +67,212 @@ def step_budget(steps: int | None, epochs: float | None, num_data: int, batch_si
     return min(caps) if caps else None
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How long to train: ``steps``, ``epochs`` (``epochs * (N // batch_size)`` steps) and/or
+    ``seconds`` of training time (JIT compilation counts, scoring does not); training stops at
+    whichever comes first. With only ``seconds`` there is no step cap; with nothing,
+    ``DEFAULT_STEPS`` steps."""
+
+    steps: int | None = None
+    seconds: float | None = None
+    epochs: float | None = None
+
+    def checked(self) -> "Budget":
+        """This budget (``DEFAULT_STEPS`` steps if it is empty), each part checked."""
+        budget = self if self != Budget() else Budget(steps=DEFAULT_STEPS)
+        check_budget(budget.steps, budget.seconds, budget.epochs)
+        return budget
+
+    def step_cap(self, num_data: int, batch_size: int) -> int | None:
+        """The step cap on ``num_data`` training points in batches of ``batch_size`` (``None``: none)."""
+        return step_budget(self.steps, self.epochs, num_data, batch_size)
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """When and where a run records itself.
+
+    :param every: steps between checkpoints (``None``: only by ``seconds``, or once at the end).
+    :param seconds: about this many seconds of training between checkpoints (a time budget's chunks).
+    :param out: the run folder (:class:`~sbn_ppl.engine.rundir.RunDir`); ``None``: nothing is written.
+    :param overwrite: replace the run ``out`` holds.
+    :param resume: continue the run ``out`` holds (its manifest must match this run's).
+    :param on_checkpoint: ``on_checkpoint(params, record) -> dict | None``, merged into the
+        checkpoint's record; ``"stop": True`` in it ends training there (early stopping).
+    """
+
+    every: int | None = DEFAULT_CHECKPOINT_EVERY
+    seconds: float | None = None
+    out: str | os.PathLike | None = None
+    overwrite: bool = False
+    resume: bool = False
+    on_checkpoint: Callable[[SBNParams, dict], dict | None] | None = None
+
+    def check(self) -> None:
+        if self.every is not None and (isinstance(self.every, bool) or int(self.every) != self.every or self.every < 1):
+            raise ValueError(f"checkpoint_every must be an integer >= 1, got {self.every}")
+        if self.seconds is not None and not self.seconds > 0:
+            raise ValueError(f"checkpoint_seconds must be positive, got {self.seconds}")
+
+
+_LOOSE = ("steps", "seconds", "epochs", "checkpoint_every", "checkpoint_seconds", "out", "overwrite", "resume",
+          "on_checkpoint")
+
+
 def fit(
     method: Method,
     params: SBNParams,
     train: np.ndarray,
     *,
-    steps: int | None = None,
-    seconds: float | None = None,
-    epochs: float | None = None,
+    budget: Budget | None = None,
+    checkpointing: Checkpointing | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = 0,
     options: Mapping[str, Any] | None = None,
-    checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
-    checkpoint_seconds: float | None = None,
-    out: str | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
     progress: bool = True,
-    on_checkpoint: Callable[[SBNParams, dict], dict | None] | None = None,
     on_finish: Callable[[Any], None] | None = None,
     devices: int | None = None,
+    data: str | None = None,
+    **loose,
 ) -> FitResult:
-    """Fit ``params`` to ``train`` with ``method`` (see the module's docstring for budgets).
+    """Fit ``params`` to ``train`` with ``method`` for ``budget`` (:class:`Budget`; default
+    ``DEFAULT_STEPS`` steps).
 
-    Every ``checkpoint_every`` steps (or, with ``checkpoint_seconds``, about every that many
-    seconds of training) it records the mean ``info`` of the steps since the last record,
-    adds whatever ``on_checkpoint(params, record)`` returns (a ``"stop": True`` in it ends
-    training there: early stopping), and with ``out`` writes a whole checkpoint (:class:`~sbn_ppl.engine.rundir.RunDir`). ``on_finish(runner)`` is called once at
-    the end (``runner.bound(x)`` gives the method's own bound). Raises
-    :class:`TrainingDiverged` (keeping the last finite checkpoint) when the objective or the
-    parameters stop being finite or exceed ``DIVERGED_MAGNITUDE``.
+    At each checkpoint (:class:`Checkpointing`: every ``every`` steps, or about every
+    ``seconds`` of training) it records the mean ``info`` of the steps since the last record,
+    adds what ``on_checkpoint(params, record)`` returns, and with ``out`` writes a whole
+    checkpoint and, first, the folder's manifest (:mod:`sbn_ppl.engine.rundir`: the settings,
+    ``data`` (the training data's name) with its content hash, the architecture, the code).
+    ``on_finish(runner)`` is called once at the end (``runner.bound(x)`` gives the method's own
+    bound). Raises :class:`TrainingDiverged` (keeping the last finite checkpoint) when the
+    objective or the parameters stop being finite or exceed ``DIVERGED_MAGNITUDE``.
 
     ``devices`` (NumPyro backend): split the data axis over this many JAX devices (``None``:
     every device; ``docs/multi_device.md``); the batch size must divide over them. The Pyro
     backend runs on one device. In a multi-process run only process 0 writes ``out``.
     """
+    if loose:
+        given = ", ".join(sorted(loose))
+        hint = " (budget=Budget(steps=..., seconds=..., epochs=...), checkpointing=Checkpointing(every=..., " \
+               "out=..., resume=...))" if set(loose) <= set(_LOOSE) else ""
+        raise TypeError(f"fit() got unexpected keyword argument(s) {given}{hint}")
     if not isinstance(method, Method):
         raise TypeError(f"fit takes a Method (see sbn_ppl.inference.get_method), got {type(method).__name__}")
-    if steps is None and seconds is None and epochs is None:
-        steps = 1000
-    check_budget(steps, seconds, epochs)
-    if checkpoint_every is not None and (int(checkpoint_every) != checkpoint_every or checkpoint_every < 1):
-        raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every}")
-    if checkpoint_seconds is not None and not checkpoint_seconds > 0:
-        raise ValueError(f"checkpoint_seconds must be positive, got {checkpoint_seconds}")
+    budget = (budget or Budget()).checked()
+    ckpt = checkpointing or Checkpointing()
+    ckpt.check()
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
+    check_seed(seed)
     train = validate_binary(train, width=params.architecture.visible_size, name="training data")
     opts = method.check_options(dict(options or {}))
-    max_steps = step_budget(steps, epochs, len(train), batch_size)
+    max_steps = budget.step_cap(len(train), batch_size)
     check_memory(_step_bytes(params, opts, effective_batch_size(len(train), batch_size)),
                  f"one step of {method.name} (batch {batch_size}, options {_plain(opts)})")
     header = {"method": method.name, "backend": method.backend, "seed": int(seed), "options": _plain(opts),
               "batch_size": effective_batch_size(len(train), batch_size), "train_size": len(train)}
-    from sbn_ppl.engine.sharding import check_devices, is_writer
+    from sbn_ppl.engine.sharding import check_devices, device_list, is_writer
 
     check_devices(devices)
-    rundir = RunDir(out, overwrite=overwrite, resume=resume) if out is not None and is_writer() else None
-    try:
-        start, metrics, elapsed, resume_state = 0, [], 0.0, None
-        if out is not None and resume:  # every process reads the folder (shared), only process 0 writes it
-            previous = read_metrics(out)
-            if previous is not None:
-                _check_resumable(out, previous, header)
-                params = SBNParams.load(f"{out}/params.npz")
-                start, metrics = int(previous["step"]), list(previous["curve"])
-                elapsed = float(previous.get("seconds", 0.0))
-                if (max_steps is not None and start >= max_steps) or (seconds is not None and elapsed >= seconds):
-                    _say(progress, f"{out}: already at step {start} ({elapsed:.1f} s); nothing left of the budget")
-                    return FitResult(params, metrics, method.name, method.backend)
-                resume_state = read_state(out)
-        return _train(method, params, train, opts, seed, batch_size, header, max_steps, seconds, checkpoint_every,
-                      checkpoint_seconds, rundir, progress, on_checkpoint, on_finish, start, metrics, elapsed,
-                      resume_state, devices)
-    finally:
-        if rundir is not None:
-            rundir.close()
+    if devices is not None and devices > 1 and method.backend == "numpyro":
+        device_list(devices)  # more devices than there are: refused now, not at the first step
+    out = None if ckpt.out is None else os.fspath(ckpt.out)
+    manifest = fit_manifest(header, params, train, data)
+    with interrupts_noticed():
+        rundir = RunDir(out, overwrite=ckpt.overwrite, resume=ckpt.resume, manifest=manifest) \
+            if out is not None and is_writer() else None
+        try:
+            run = _Run(method, train, opts, int(seed), batch_size, header, max_steps, budget.seconds, ckpt, rundir,
+                       progress, on_finish, devices)
+            if out is not None and ckpt.resume:  # every process reads the folder (shared), only process 0 writes it
+                if rundir is None:
+                    check_resumable(out, manifest)
+                found = read_checkpoint(out)
+                if found is not None:
+                    return _resume(run, params, found)
+            return _train(run, params, _Progress())
+        finally:
+            if rundir is not None:
+                rundir.close()
 
 
-def _train(method, params, train, opts, seed, batch_size, header, max_steps, seconds, checkpoint_every,
-           checkpoint_seconds, rundir, progress, on_checkpoint, on_finish, done, metrics, elapsed,
-           resume_state=None, devices=None) -> FitResult:
-    runner = runner_for(method, params, opts, train, seed, batch_size, devices)
+def fit_manifest(header: dict, params: SBNParams, train: np.ndarray, data: str | None) -> dict:
+    """What a ``fit`` run folder holds (:mod:`sbn_ppl.engine.rundir`): the settings, the training
+    data's name and content hash, the architecture and connectivity, the code."""
+    from sbn_ppl.base.datasets import content_sha256
+
+    arch = params.architecture
+    return {"kind": "fit", "settings": dict(header),
+            "data": {"name": data, "sha256": {"train": content_sha256(train)}},
+            "architecture": {"sizes": list(arch.sizes), "connectivity": arch.connectivity},
+            "code": code_version()}
+
+
+def check_seed(seed, name: str = "seed") -> None:
+    """A seed is a non-negative integer (NumPy's generators refuse others, at the first step)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {seed!r}")
+
+
+class _Run(NamedTuple):
+    """One run's fixed parts: what ``_train`` needs besides the state it advances."""
+
+    method: Method
+    train: np.ndarray
+    opts: dict
+    seed: int
+    batch_size: int
+    header: dict
+    max_steps: int | None
+    seconds: float | None
+    ckpt: Checkpointing
+    rundir: RunDir | None
+    progress: bool
+    on_finish: Callable[[Any], None] | None
+    devices: int | None
+
+
+class _Progress(NamedTuple):
+    """Where training stands: steps done, the learning curve so far, training seconds, and the
+    method's saved state arrays (a resume), if any."""
+
+    done: int = 0
+    metrics: list = []
+    elapsed: float = 0.0
+    state: dict | None = None
+
+
+def _resume(run: _Run, params: SBNParams, found) -> FitResult:
+    """Continue from the checkpoint ``found`` (its files already checked)."""
+    if found.params.architecture.sizes != params.architecture.sizes:
+        raise ValueError(f"{found.folder}/params.npz is for architecture {found.params.architecture}, not "
+                         f"{params.architecture}; start afresh with --overwrite")
+    start, metrics = found.step, list(found.metrics["curve"])
+    elapsed = float(found.metrics.get("seconds", 0.0))
+    if (run.max_steps is not None and start >= run.max_steps) or (run.seconds is not None and elapsed >= run.seconds):
+        _say(run.progress, f"{run.ckpt.out}: already at step {start} ({elapsed:.1f} s); nothing left of the budget")
+        return FitResult(found.params, metrics, run.method.name, run.method.backend)
+    return _train(run, found.params, _Progress(start, metrics, elapsed, found.state))
+
+
+def _train(run: _Run, params: SBNParams, at: _Progress) -> FitResult:
+    method, rundir, header = run.method, run.rundir, run.header
+    done, metrics, elapsed = at.done, list(at.metrics), at.elapsed
+    runner = runner_for(method, params, run.opts, run.train, run.seed, run.batch_size, run.devices)
     if done:
-        exact = resume_state is not None and runner.load_state_arrays(resume_state)
-        _say(progress and rundir is not None, f"{rundir.out if rundir else ''}: resuming at step {done}" + (
+        exact = at.state is not None and runner.load_state_arrays(at.state)
+        _say(run.progress and rundir is not None, f"{rundir.out if rundir else ''}: resuming at step {done}" + (
             " with the method's saved state (an exact continuation)" if exact else
             " from the saved parameters (this backend's optimiser and per-data-point state start afresh)"))
-    per_epoch = steps_per_epoch(len(train), runner.batch_size)
-    clock = _Clock(checkpoint_every, checkpoint_seconds, runner)
+    per_epoch = steps_per_epoch(len(run.train), runner.batch_size)
+    clock = _Clock(run.ckpt.every, run.ckpt.seconds, runner)
     last_good: SBNParams | None = params
-    bar = _progress(max_steps, f"{method.name} ({method.backend})", progress, initial=done)
+    max_steps, seconds, on_checkpoint = run.max_steps, run.seconds, run.ckpt.on_checkpoint
+    bar = _progress(max_steps, f"{method.name} ({method.backend})", run.progress, initial=done)
     try:
         while (max_steps is None or done < max_steps) and (seconds is None or elapsed < seconds):
+            check_interrupted()
             chunk = clock.next_chunk(max_steps - done if max_steps is not None else None,
                                      seconds - elapsed if seconds is not None else None)
             if chunk < 1:
@@ -159,6 +280,7 @@ def _train(method, params, train, opts, seed, batch_size, header, max_steps, sec
             t0 = time.perf_counter()
             info = runner.run(done, chunk)  # floats: waits for asynchronous (JAX) work
             dt = time.perf_counter() - t0
+            check_interrupted()  # a Ctrl-C that a library swallowed (during compilation) is not lost
             elapsed += dt
             clock.timed(chunk, dt)
             done += chunk
@@ -177,7 +299,8 @@ def _train(method, params, train, opts, seed, batch_size, header, max_steps, sec
             bar.update(chunk)
             bar.set_postfix(objective=f"{record['objective']:.3f}")
             if stop:
-                _say(progress, f"{method.name} ({method.backend}): stopped early at step {done} (on_checkpoint asked)")
+                _say(run.progress, f"{method.name} ({method.backend}): stopped early at step {done} "
+                                   "(on_checkpoint asked)")
                 break
     except KeyboardInterrupt:
         bar.close()
@@ -192,9 +315,44 @@ def _train(method, params, train, opts, seed, batch_size, header, max_steps, sec
     if rundir is not None and metrics:
         rundir.write(final, {**header, "step": done, "seconds": elapsed, "finished": True, "curve": metrics},
                      runner.state_arrays())
-    if on_finish is not None:
-        on_finish(runner)
+    if run.on_finish is not None:
+        run.on_finish(runner)
     return FitResult(final, metrics, method.name, method.backend)
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------
+_INTERRUPTED = [False]
+
+
+def _on_sigint(signum, frame) -> None:
+    _INTERRUPTED[0] = True
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupts_noticed():
+    """Within it, a Ctrl-C is never lost: SIGINT sets a flag as well as raising
+    ``KeyboardInterrupt``, and :func:`check_interrupted` raises it again where a library
+    swallowed it (JAX's garbage-collection callback swallows one that lands while XLA
+    compiles, and the run went on to the end). Nested uses share the outer one's handler; off
+    the main thread, or under a handler of the caller's own, it does nothing."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    _INTERRUPTED[0] = False
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+        check_interrupted()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def check_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` if a Ctrl-C arrived under :func:`interrupts_noticed`."""
+    if _INTERRUPTED[0]:
+        raise KeyboardInterrupt
 
 
 class _Clock:
@@ -250,12 +408,6 @@ def _check_finite(info: dict, params: SBNParams, step: int, last_good, rundir, h
             else ""
         raise TrainingDiverged(f"training diverged at step {step} (objective {objective:.4g}, largest parameter "
                                f"{worst:.3g}); lower --lr{kept}")
-
-
-def _check_resumable(out: str, previous: dict, header: dict) -> None:
-    changed = [f"{k} was {previous.get(k)!r}, now {v!r}" for k, v in header.items() if previous.get(k) != v]
-    if changed:
-        raise ValueError(f"cannot resume {out!r} with other settings ({'; '.join(changed)})")
 
 
 def _step_bytes(params: SBNParams, opts: dict, batch_size: int) -> float:

@@ -61,6 +61,14 @@ def anneal(rng_key, params: SBNParams, x, betas, *, num_chains: int):
     along the schedule ``betas`` ``(T + 1,)``: the log-weights, ``(num_chains, n)``."""
     key_prior, key_sweeps = random.split(rng_key)
     state = gibbs_jax.init(key_prior, params, x, num_chains=num_chains)  # h_0 ~ p(h)
+    return anneal_from(key_sweeps, params, x, betas, state)
+
+
+def anneal_from(key_sweeps, params: SBNParams, x, betas, state):
+    """AIS along ``betas`` from the hidden state ``state`` (an exact draw from ``f_{beta_0}``):
+    ``log w = sum_t (beta_t - beta_{t-1}) log p(x | h_{t-1})``, one per chain and point.
+    Increasing ``betas`` from 0 (``state`` from the prior) estimate ``p(x)``; decreasing ones
+    from 1 (``state`` an exact posterior draw) estimate ``1 / p(x)`` (reverse AIS, for BDMC)."""
 
     def body(carry, t):
         state, log_w, log_lik = carry

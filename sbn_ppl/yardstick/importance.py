@@ -28,8 +28,9 @@ How it runs (:func:`is_log_likelihood`):
   point ``n`` (its row in ``x``) are a Threefry hash of ``(seed, k, n, unit)``, so the same
   seed gives the same particles whatever the batch and chunk sizes: a point's estimate
   does not depend on how the work was cut. Each unit gets 48 bits near 0 and is compared on
-  its rare side (:func:`sample_guide`), so a confident guide's rare values are drawn with
-  the probabilities ``log q`` gives them (to ``2^-48``).
+  its rare side (:func:`~sbn_ppl.inference.shared.particles.numpyro.sample_guide_from_uniforms`),
+  so a confident guide's rare values are drawn with the probabilities ``log q`` gives them
+  (to ``2^-48``).
 * **Progress.** ``progress=True`` shows a tqdm bar over particles x points, with its rate and ETA.
 
 Every result carries the per-point effective sample size and Pareto k-hat of the weights
@@ -47,12 +48,12 @@ from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.arrays import validate_binary
 from sbn_ppl.yardstick.diagnostics import importance_warnings
 from sbn_ppl.yardstick.estimates import ImportanceWeights, LogLikelihood
-from sbn_ppl.models.numpyro_sbn import bernoulli_log_prob, log_joint, mean_field_logits, recognition_logits
+from sbn_ppl.inference.shared.particles import numpyro as particles_jax
 from sbn_ppl.base.params import SBNParams, generative_keys, mean_field_keys, recognition_keys
 
 pytrees.register()
 
-GUIDES = ("recognition", "mean_field")
+GUIDES = particles_jax.GUIDES
 POINTS_PER_BATCH = 100  # B: data points per jitted call
 ROWS_PER_CHUNK = 2048  # C B: particles x points per jitted call (measured best on a 2-core CPU)
 
@@ -107,45 +108,15 @@ def uniforms(key, arch: Architecture, points, particles):
     return [u[..., bounds[i]:bounds[i + 1]] for i in range(arch.num_layers)]
 
 
-def guide_logits(arch: Architecture, phi, guide: str, layers, layer: int):
-    """``logit q(h_l = 1 | ...)``: the recognition network's (from the layers below) or
-    mean field's (from ``x`` alone)."""
-    if guide == "recognition":
-        return recognition_logits(arch, phi, layers, layer)
-    return mean_field_logits(phi, layers[0], layer)
-
-
-def sample_guide(us, arch: Architecture, phi, guide: str, x):
-    """``h ~ q(. | x)`` bottom-up, one uniform ``u`` per unit, compared on the rare side:
-
-        h = 1 - [u < sigma(-c)]  if c > 0,    h = [u < sigma(c)]  otherwise
-
-    (``c`` the unit's logit; both read ``P(h = 1) = sigma(c)``), so a probability near 1
-    is never rounded to 1 in float32: the rare value keeps its probability ``sigma(-|c|)``
-    as ``log q`` counts it (:func:`uniforms` resolves it down to ``2^-48``).
-
-    :param us: one ``(C, B, n_l)`` array of uniforms per hidden layer (:func:`uniforms`).
-    :param x: the batch ``(B, D)``, float32; it stays unbroadcast, so ``x``'s products with
-        the guide's weights are computed once per point, not once per particle.
-    :returns: ``[x, h1 (C, B, n1), ..., hL]`` and ``log q(h | x)`` ``(C, B)``.
-    """
-    layers, log_q = [x], 0.0
-    for l, u in zip(range(1, arch.num_layers + 1), us):
-        logits = guide_logits(arch, phi, guide, layers, l)
-        h = jnp.where(logits > 0, u >= jax.nn.sigmoid(-logits), u < jax.nn.sigmoid(logits)).astype(jnp.float32)
-        log_q = log_q + bernoulli_log_prob(h, logits).sum(-1)
-        layers.append(h)
-    return layers, log_q
-
-
 def log_weights(key, arch: Architecture, params, guide: str, x, points, particles):
     """``log w = log p(x, h) - log q(h | x)`` for particles ``particles`` ``(C,)`` of the
     points ``points`` ``(B,)`` (rows of ``x``): ``(C, B)`` float32.
 
     :param key: a raw ``(2,)`` uint32 key (``jax.random.PRNGKey(seed)``).
     """
-    layers, log_q = sample_guide(uniforms(key, arch, points, particles), arch, params, guide, x)
-    return log_joint(arch, params, layers) - log_q
+    layers, log_q = particles_jax.sample_guide_from_uniforms(uniforms(key, arch, points, particles), arch, params,
+                                                             x, guide)
+    return particles_jax.log_weights(arch, params, layers, log_q)
 
 
 _log_weights = jax.jit(log_weights, static_argnames=("arch", "guide"))

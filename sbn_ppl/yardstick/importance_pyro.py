@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sbn_ppl.inference.rws.pyro import ReweightedWakeSleep
+from sbn_ppl.inference.shared.particles.pyro import log_weights
 from sbn_ppl.yardstick.estimates import LogLikelihood, log_mean_exp
 
 
@@ -25,10 +25,7 @@ def guide_importance_log_likelihood(model, guide, *args, num_particles: int = 10
     sizes = [min(particles_per_batch, num_particles - k0) for k0 in range(0, num_particles, particles_per_batch)]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        chunks = (
-            ReweightedWakeSleep(num_particles=k, max_plate_nesting=max_plate_nesting)
-            .log_weights(model, guide, *args, **kwargs).double().cpu().numpy()
-            for k in sizes
-        )
+        chunks = (log_weights(model, guide, *args, num_particles=k, max_plate_nesting=max_plate_nesting, **kwargs)
+                  .double().cpu().numpy() for k in sizes)
         estimate, stderr = log_mean_exp(chunks)
     return LogLikelihood(estimate, stderr, f"is(K={num_particles},pyro guide)")

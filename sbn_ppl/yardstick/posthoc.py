@@ -14,7 +14,8 @@ on mini-batches of the training data. Wake-phi descends ``KL(p(h | x) || q(h | x
 the data (self-normalised weights ``w~ = w / sum w``); sleep-phi descends the same
 divergence averaged over the model's own dreams, which needs no weights and keeps the
 guide broad where the model puts mass the data do not reach. The math is that of
-:mod:`sbn_ppl.inference.rws.numpyro` (``sample_guide``, ``wake_losses``, ``sleep_loss``);
+:mod:`sbn_ppl.inference.shared.particles.numpyro` (``sample_guide``, ``wake_losses``,
+``sleep_loss``), the arithmetic reweighted wake-sleep trains with;
 here it runs as one pure, jitted ``lax.scan`` with ``theta`` a constant.
 
 The guide starts from ``SBNParams.init``'s recognition network (seeded), whatever the
@@ -35,7 +36,8 @@ from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.arrays import validate_binary
 from sbn_ppl.yardstick.defaults import (POSTHOC_BATCH_SIZE, POSTHOC_INSOMNIA, POSTHOC_LR, POSTHOC_PARTICLES,
                                      POSTHOC_STEPS)
-from sbn_ppl.inference.rws.numpyro import sample_guide, sample_model, sleep_loss, wake_losses
+from sbn_ppl.inference.shared.particles.numpyro import (effective_sample_size, sample_guide, sample_model, sleep_loss,
+                                                       wake_losses)
 from sbn_ppl.base.optimizers import optax_optimizer
 from sbn_ppl.base.params import SBNParams, generative_keys, recognition_keys
 from sbn_ppl.engine.runner import batch_indices
@@ -64,11 +66,11 @@ def phi_loss(phi, key, theta, x, arch: Architecture, k: int, insomnia: float):
     direction) and the step's :class:`PosthocInfo`; ``theta`` is not differentiated."""
     key_wake, key_sleep = jax.random.split(key)
     params = {**theta, **phi}
-    layers, log_q = sample_guide(key_wake, arch, params, x, k)
+    layers, log_q = sample_guide(key_wake, arch, params, x, (k,))
     bound_loss, wake_phi, log_w = wake_losses(arch, params, layers, log_q)
     dreams = sample_model(key_sleep, arch, theta, (k, x.shape[0]))
     sleep_phi = sleep_loss(arch, phi, dreams)
-    ess = jnp.exp(2 * jax.nn.logsumexp(log_w, 0) - jax.nn.logsumexp(2 * log_w, 0)).mean()
+    ess = effective_sample_size(log_w).mean()
     loss = insomnia * wake_phi + (1.0 - insomnia) * sleep_phi
     return loss, PosthocInfo(-jax.lax.stop_gradient(bound_loss), wake_phi, sleep_phi, ess)
 

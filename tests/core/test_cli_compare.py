@@ -10,7 +10,7 @@ import pytest
 from sbn_ppl import cli, inference
 from sbn_ppl.cli import build_parser, compare_arguments, main
 from sbn_ppl.comparison.config import CompareConfig, cli_fields, load_toml
-from sbn_ppl.base.methods import Entry, Method
+from sbn_ppl.base.methods import Entry, Kernel
 from sbn_ppl.base.options import LR, Option, positive_float
 
 DATA = "synthetic:16-6-3:0"
@@ -18,9 +18,9 @@ RUNS = []  # (method name, options) of every run of the test-only methods below
 STILL_OPTIONS = (LR._replace(default=0.1), Option("shrink", 1.0, positive_float, "unused"))
 
 
-def still_method(name="still", fail=False) -> Method:
+def still_method(arch, options, name="still", fail=False) -> Kernel:
     """Test-only: leaves the parameters where they start (the CLI's plumbing is under test)."""
-    def init(key, params, options, train):
+    def init(key, params, train):
         RUNS.append((name, dict(options)))
         return params
 
@@ -29,20 +29,20 @@ def still_method(name="still", fail=False) -> Method:
             raise RuntimeError("no luck")
         return params, {"objective": 0.0}
 
-    return Method(name, "pyro", init, step, lambda p: p.generative(), jit=False, options=STILL_OPTIONS)
+    return Kernel(init, step, lambda p: p.generative())
 
 
-def failing_method() -> Method:
-    return still_method("fails", fail=True)
+def failing_method(arch, options) -> Kernel:
+    return still_method(arch, options, "fails", fail=True)
 
 
 @pytest.fixture
 def registered(monkeypatch):
     """The test-only methods, registered like real ones (one entry each)."""
     monkeypatch.setitem(inference._REGISTRY, ("still", "pyro"),
-                        (None, Entry("still", "pyro", __name__, "still_method", STILL_OPTIONS)))
+                        (None, Entry("still", "pyro", __name__, "still_method", STILL_OPTIONS, jit=False)))
     monkeypatch.setitem(inference._REGISTRY, ("fails", "pyro"),
-                        (None, Entry("fails", "pyro", __name__, "failing_method", STILL_OPTIONS)))
+                        (None, Entry("fails", "pyro", __name__, "failing_method", STILL_OPTIONS, jit=False)))
     RUNS.clear()
 
 

@@ -127,14 +127,14 @@ def test_a_folder_in_use_is_locked(tmp_path):
 def test_a_seconds_budget_alone_has_no_step_cap():
     """A cheap step (no compilation): 1.5 s of training stops by the clock (within one step's
     time or 2% of the budget), not at the old default cap of 1,000 steps."""
-    from sbn_ppl.engine.fitting import fit
-    from sbn_ppl.base.methods import Method
+    from sbn_ppl.engine.fitting import Budget, fit
+    from sbn_ppl.base.methods import Entry, Kernel, Method
 
-    method = Method("cheap", "pyro", lambda key, p, o, train: p, lambda key, p, b: (p, {"objective": 0.0}),
-                    lambda p: p, jit=False)
+    kernel = Kernel(lambda key, p, train: p, lambda key, p, b: (p, {"objective": 0.0}), lambda p: p)
+    method = Method(Entry("cheap", "pyro", "", "", jit=False), lambda arch, options: kernel)
     params = SBNParams.init("4-2", seed=0, guide=())
     x = (np.random.default_rng(0).random((50, 4)) < 0.5).astype(np.float32)
-    result = fit(method, params, x, seconds=1.5, batch_size=10, progress=False)
+    result = fit(method, params, x, budget=Budget(seconds=1.5), batch_size=10, progress=False)
     last = result.metrics[-1]
     per_step = last["seconds"] / last["step"]
     assert abs(last["seconds"] - 1.5) <= max(0.03, 2 * per_step)  # stopped by the clock, not by a step cap

@@ -98,11 +98,11 @@ _SINGLE = _COMMON + textwrap.dedent("""
 """) % {"steps": STEPS}
 
 _MULTI = _COMMON + textwrap.dedent("""
-    from sbn_ppl.engine.fitting import fit
+    from sbn_ppl.engine.fitting import Budget, Checkpointing, fit
 
     m = get_method("rws", "numpyro")
-    r = fit(m, initial(m), train, steps=%(steps)d, batch_size=8, seed=0, out=sys.argv[1], progress=False,
-            checkpoint_every=%(steps)d)
+    r = fit(m, initial(m), train, budget=Budget(steps=%(steps)d), batch_size=8, seed=0, progress=False,
+            checkpointing=Checkpointing(every=%(steps)d, out=sys.argv[1]))
     from sbn_ppl import score
 
     x = (np.random.default_rng(1).random((8, 16)) < 0.3).astype(np.float32)

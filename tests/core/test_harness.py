@@ -6,6 +6,7 @@ The budget is tiny (4 steps): what is under test is the harness, not how well th
 methods learn (their own tests do that).
 """
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -22,7 +23,7 @@ import sbn_ppl.yardstick.exact as enumeration
 from sbn_ppl.comparison.harness import compare, initial_params, plan
 from sbn_ppl.engine import runner
 from sbn_ppl.inference import backends_of, get_method, method_names
-from sbn_ppl.base.methods import Method
+from sbn_ppl.base.methods import Entry, Kernel, Method
 from sbn_ppl.base.options import LR, Option, positive_int
 from sbn_ppl.comparison.reporting import CSV_FIELDS
 
@@ -63,8 +64,9 @@ def exact_ascent(name="exact-ascent", fail_after=None, backend="pyro", seen=None
     """Gradient ascent on the exact log-likelihood of the runner's batches (a NumPy state, looped
     in Python by either runner); ``fail_after`` steps, it raises; ``seen`` collects the batch
     indices it was given."""
-    def init(key, params, options, train):
-        return SimpleNamespace(params=params, lr=options["lr"], steps=0)
+    def build(arch, options):
+        return Kernel(lambda key, params, train: SimpleNamespace(params=params, lr=options["lr"], steps=0), step,
+                      lambda s: s.params.generative())
 
     def step(key, state, batch):
         if fail_after is not None and state.steps >= fail_after:
@@ -77,8 +79,8 @@ def exact_ascent(name="exact-ascent", fail_after=None, backend="pyro", seen=None
         return SimpleNamespace(params=p, lr=state.lr, steps=state.steps + 1), {
             "objective": float(enumeration.exact_log_likelihood(p, x).mean())}
 
-    return Method(name, backend, init, step, lambda s: s.params.generative(), jit=False,
-                  options=(LR._replace(default=0.5), Option("extra", 1, positive_int, "unused")))
+    options = (LR._replace(default=0.5), Option("extra", 1, positive_int, "unused"))
+    return Method(Entry(name, backend, "", "build", options, jit=False), build)
 
 
 # -- every installed method, once straight through, once stopped and resumed ----------------------
@@ -98,7 +100,7 @@ def runs(tmp_path_factory):
         if len(calls) == 2:
             def ctrl_c(params, record):
                 raise KeyboardInterrupt
-            kwargs["on_checkpoint"] = ctrl_c
+            kwargs["checkpointing"] = dataclasses.replace(kwargs["checkpointing"], on_checkpoint=ctrl_c)
         return real_fit(m, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
@@ -140,7 +142,7 @@ def test_every_installed_method_has_a_record_with_a_finite_exact_test_log_likeli
         else:
             kl = enumeration.exact_kl(params, m.guide, data.test).q_p.mean()
             assert r["kl_q_p"] == pytest.approx(kl, rel=1e-10) and r["kl_q_p"] >= 0
-        if m.bound is None:
+        if m.build(params.architecture).bound is None:
             assert r["bound"] is None
         else:
             # a lower bound on log p(x); a stochastic one (RWS's IWAE bound) averages 500 test
@@ -258,13 +260,16 @@ def test_a_failing_method_is_recorded_and_the_others_still_run(tmp_path):
 
 
 def _counting(m: Method, calls: list) -> Method:
-    import dataclasses
+    def build(arch, options):
+        kernel = m.factory(arch, options)
 
-    def init(*args, **kwargs):
-        calls.append(m.name)
-        return m.init(*args, **kwargs)
+        def init(*args, **kwargs):
+            calls.append(m.name)
+            return kernel.init(*args, **kwargs)
 
-    return dataclasses.replace(m, init=init)
+        return kernel._replace(init=init)
+
+    return Method(m.entry, build)
 
 
 def test_options_go_to_the_methods_that_take_them():
@@ -419,7 +424,7 @@ def _away_and_back(teacher: SBNParams, best_step: int) -> Method:
     def at(t):
         return teacher.replace(**{k: teacher[k] + abs(t - best_step) for k in teacher if k.startswith("W_")})
 
-    def init(key, params, options, train):
+    def init(key, params, train):
         return SimpleNamespace(t=0)
 
     def step(key, state, batch):
@@ -428,7 +433,8 @@ def _away_and_back(teacher: SBNParams, best_step: int) -> Method:
     def bound(state, x):  # a stand-in "own bound" that says which state it came from
         return np.full(len(x), -float(state.t))
 
-    return Method("away-and-back", "pyro", init, step, lambda s: at(s.t), bound=bound, jit=False)
+    kernel = Kernel(init, step, lambda s: at(s.t), bound)
+    return Method(Entry("away-and-back", "pyro", "", "build", jit=False), lambda arch, options: kernel)
 
 
 def _with_valid():
@@ -462,7 +468,7 @@ def test_select_last_keeps_the_end_of_training():
     (r,) = compare(data, methods=[_away_and_back(data.teacher, best_step=2)], steps=6, checkpoints=6,
                    progress=False)
     assert r["steps"] == 6 and r["selected_step"] == 6 and r["bound"] == -6.0
-    far = _away_and_back(data.teacher, 2).get_params(SimpleNamespace(t=6))
+    far = _away_and_back(data.teacher, 2).build(data.teacher.architecture).get_params(SimpleNamespace(t=6))
     assert r["test_log_likelihood"] == pytest.approx(
         float(enumeration.exact_log_likelihood(far, data.test).mean()), abs=1e-4)
 

@@ -70,7 +70,7 @@ def test_missing_and_unreadable_files(tmp_path):
         SBNParams.load(tmp_path / "nope.npz")
     bad = tmp_path / "bad.npz"
     bad.write_text("not a zip file")
-    with pytest.raises(ValueError, match="cannot read parameter file"):
+    with pytest.raises(ValueError, match="parameter file .*bad.npz is corrupt"):
         SBNParams.load(bad)
 
 

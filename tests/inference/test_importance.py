@@ -9,7 +9,8 @@ from sbn_ppl.base import density
 from sbn_ppl.yardstick import diagnostics
 import sbn_ppl.yardstick.exact as enumeration
 from sbn_ppl.yardstick import estimates
-from sbn_ppl.yardstick.defaults import importance
+from sbn_ppl.inference.shared.particles import numpyro as particles_jax
+from sbn_ppl.yardstick import importance
 from sbn_ppl.yardstick.importance import importance_log_weights, is_log_likelihood
 from tests.conftest import all_binary
 
@@ -29,7 +30,7 @@ def test_log_weights_equal_the_float64_reference_densities_on_the_same_particles
     theta = importance._guide_arrays(params, guide)
     points, particles = jnp.arange(len(x), dtype=jnp.uint32), jnp.arange(64, dtype=jnp.uint32)
     us = importance.uniforms(jax.random.PRNGKey(0), params.architecture, points, particles)
-    layers, _ = importance.sample_guide(us, params.architecture, theta, guide, jnp.asarray(x))
+    layers, _ = particles_jax.sample_guide_from_uniforms(us, params.architecture, theta, jnp.asarray(x), guide)
     ours = np.asarray(importance.log_weights(jax.random.PRNGKey(0), params.architecture, theta, guide,
                                              jnp.asarray(x), points, particles))
     ref_layers = [x[None]] + [np.asarray(h, dtype=np.float64) for h in layers[1:]]
@@ -149,7 +150,8 @@ def test_rare_unit_values_are_drawn_at_the_probability_log_q_gives_them():
     theta = importance._guide_arrays(params, "mean_field")
     us = jax.jit(importance.uniforms, static_argnames="arch")(
         jax.random.PRNGKey(0), params.architecture, jnp.arange(100, dtype=jnp.uint32), jnp.arange(10_000, dtype=jnp.uint32))
-    layers, log_q = importance.sample_guide(us, params.architecture, theta, "mean_field", jnp.zeros((100, 2)))
+    layers, log_q = particles_jax.sample_guide_from_uniforms(us, params.architecture, theta, jnp.zeros((100, 2)),
+                                                           "mean_field")
     h = np.asarray(layers[1]).reshape(-1, 2)
     expected = 1e6 / (1 + np.exp(9.0))  # 123.4
     for rare_count in (h[:, 0].sum(), (1 - h[:, 1]).sum()):

@@ -14,7 +14,7 @@ from sbn_ppl import SBNParams
 from sbn_ppl.base import density
 from sbn_ppl.base.data import synthetic
 from sbn_ppl.yardstick.exact import exact_kl, exact_log_likelihood, posterior_marginals
-from sbn_ppl.engine.fitting import fit
+from sbn_ppl.engine.fitting import Budget, Checkpointing, fit
 from sbn_ppl.inference import get_method
 from sbn_ppl.inference.fixed_point import FIXED_POINT_OPTIONS, METHODS
 from sbn_ppl.inference.fixed_point import numpyro as fp
@@ -168,8 +168,8 @@ def test_bound_on_new_data_is_chunked_and_stops_once_converged(monkeypatch):
 def teacher_fit():
     data = synthetic("12-4-3", 0)
     start = SBNParams.init("12-4-3", seed=1, scale=0.5)
-    result = fit(get_method("mean-field-fixed-point"), start, data.train, steps=300, seed=0,
-                 options={"lr": 0.03}, checkpoint_every=100, progress=False)
+    result = fit(get_method("mean-field-fixed-point"), start, data.train, budget=Budget(steps=300),
+                 checkpointing=Checkpointing(every=100), seed=0, options={"lr": 0.03}, progress=False)
     return data, start, result
 
 
@@ -184,8 +184,8 @@ def test_learning_on_teacher_data_raises_held_out_log_likelihood(teacher_fit):
     # the objective is the mean bound of the batches: below the exact train log-likelihood
     assert result.metrics[-1]["objective"] < exact_log_likelihood(result.params, data.train).mean()
     assert 0.5 < result.metrics[-1]["accepted"] <= 1.0
-    again = fit(get_method("mean-field-fixed-point"), start, data.train, steps=300, seed=0,
-                options={"lr": 0.03}, checkpoint_every=100, progress=False)
+    again = fit(get_method("mean-field-fixed-point"), start, data.train, budget=Budget(steps=300),
+                checkpointing=Checkpointing(every=100), seed=0, options={"lr": 0.03}, progress=False)
     assert [r["objective"] for r in again.metrics] == [r["objective"] for r in result.metrics]  # seeded
 
 
@@ -193,9 +193,11 @@ def test_step_updates_the_variational_state_of_the_batch_rows_only():
     data = synthetic("12-4-3", 0)
     m = get_method("mean-field-fixed-point")
     train = jnp.asarray(data.train[:50])
-    state = m.init(jax.random.PRNGKey(0), data.teacher, m.check_options({}), train)
+    kernel = m.build(data.teacher.architecture)
+    start = kernel.init(jax.random.PRNGKey(0), data.teacher, train)
     idx = jnp.asarray([3, 17, 41])
-    new, info = jax.jit(m.step)(jax.random.PRNGKey(1), state, Batch(idx, train[idx]))
+    after, info = jax.jit(kernel.step)(jax.random.PRNGKey(1), start, Batch(idx, train[idx]))
+    state, new = start.trained, after.trained  # the method's arrays (FixedPointState)
     others = np.setdiff1d(np.arange(50), np.asarray(idx))
     np.testing.assert_array_equal(np.asarray(new.variational)[others], np.asarray(state.variational)[others])
     before, after = fp.unpack(data.teacher.architecture, state.variational), fp.unpack(data.teacher.architecture,
@@ -233,7 +235,7 @@ def test_method_record_and_bad_options(monkeypatch):
     params, train = SBNParams.init("12-4-3"), synthetic("12-4-3", 0).train
     monkeypatch.setattr("sbn_ppl.base.resources.available_memory", lambda: 10_000.0)
     with pytest.raises(ValueError, match="mean-field state of 1000 training points"):
-        m.init(jax.random.PRNGKey(0), params, m.defaults, train)
+        m.build(params.architecture).init(jax.random.PRNGKey(0), params, train)
 
 
 def test_runs_under_jax_enable_x64():
@@ -244,12 +246,13 @@ def test_runs_under_jax_enable_x64():
         import numpy as np
         from sbn_ppl import SBNParams
         from sbn_ppl.base.data import synthetic
-        from sbn_ppl.engine.fitting import fit
+        from sbn_ppl.engine.fitting import Budget, Checkpointing, fit
         from sbn_ppl.inference import get_method
         from sbn_ppl.inference.fixed_point import numpyro as fp
         data = synthetic("12-4-3", 0)
-        r = fit(get_method("mean-field-fixed-point"), SBNParams.init("12-4-3", seed=1), data.train, steps=5,
-                options={"iterations": 2}, checkpoint_every=5, progress=False)
+        r = fit(get_method("mean-field-fixed-point"), SBNParams.init("12-4-3", seed=1), data.train,
+                budget=Budget(steps=5), options={"iterations": 2}, checkpointing=Checkpointing(every=5),
+                progress=False)
         b = fp.mean_field_bound(r.params, data.test[:8], sweeps=5)[0]
         print(json.dumps({"objective": r.metrics[-1]["objective"], "bound": b.tolist()}))
     """)

@@ -9,13 +9,12 @@ import numpy as np
 import optax
 import pyro.optim
 import pytest
-import torch
 
 from sbn_ppl import SBNParams
 from sbn_ppl.base import density
 from sbn_ppl.base.data import synthetic
 from sbn_ppl.yardstick.exact import exact_kl, exact_log_likelihood, hidden_states
-from sbn_ppl.engine.fitting import fit
+from sbn_ppl.engine.fitting import Budget, Checkpointing, fit
 from sbn_ppl.inference import get_method
 from sbn_ppl.inference.mean_field import numpyro as mn
 from sbn_ppl.inference.mean_field import pyro as mp
@@ -23,15 +22,7 @@ from sbn_ppl.base.params import recognition_keys
 from sbn_ppl.engine.runner import runner_for
 
 BACKENDS = {"numpyro": mn, "pyro": mp}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Pyro's many small ops run ~10x slower with 2 threads on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # Pyro's many small ops: 10x faster
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +157,9 @@ def test_training_on_teacher_data_raises_held_out_log_likelihood(backend, amorti
     data = synthetic("12-4-3", 0)
     start = SBNParams.init("12-4-3", seed=1, scale=0.5)  # with both guide families
     bounds = []
-    result = fit(get_method("mean-field-svi", backend), start, data.train, steps=steps, batch_size=100, seed=0,
-                 options={"amortised": amortised, "lr": 0.01, **options}, checkpoint_every=steps, progress=False,
+    result = fit(get_method("mean-field-svi", backend), start, data.train, budget=Budget(steps=steps),
+                 checkpointing=Checkpointing(every=steps), batch_size=100, seed=0,
+                 options={"amortised": amortised, "lr": 0.01, **options}, progress=False,
                  on_finish=lambda runner: bounds.append(runner.bound(data.test[:50])))
     fitted, objective = result.params, result.metrics[-1]["objective"]
     before, after = (exact_log_likelihood(p, data.test).mean() for p in (start, fitted))
@@ -207,7 +199,8 @@ def test_same_seed_same_numbers(backend):
     data = synthetic("12-4-3", 0)
     start = SBNParams.init("12-4-3", seed=1)
     m = get_method("mean-field-svi", backend)
-    runs = [fit(m, start, data.train, steps=5, batch_size=50, seed=5, checkpoint_every=5, progress=False)
+    runs = [fit(m, start, data.train, budget=Budget(steps=5), checkpointing=Checkpointing(every=5), batch_size=50,
+                seed=5, progress=False)
             for _ in range(2)]
     assert runs[0].metrics[-1]["objective"] == runs[1].metrics[-1]["objective"]
     assert all(np.array_equal(runs[0].params[k], runs[1].params[k]) for k in runs[0].params)
@@ -230,10 +223,10 @@ def test_jit_means_compile_the_step_on_both_backends():
     for backend in ("numpyro", "pyro"):
         assert get_method("mean-field-svi", backend).defaults["jit"] is True
     with pytest.raises(ValueError, match="always compiled"):
-        fit(get_method("mean-field-svi", "numpyro"), SBNParams.init("12-4-3"), data.train, steps=1,
+        fit(get_method("mean-field-svi", "numpyro"), SBNParams.init("12-4-3"), data.train, budget=Budget(steps=1),
             options={"jit": False}, progress=False)
     with pytest.raises(ValueError, match="decaying"):
-        fit(get_method("mean-field-svi", "pyro"), SBNParams.init("12-4-3"), data.train, steps=1,
+        fit(get_method("mean-field-svi", "pyro"), SBNParams.init("12-4-3"), data.train, budget=Budget(steps=1),
             options={"baseline": "decaying"}, progress=False)
 
 
@@ -245,11 +238,11 @@ def test_numpyro_method_runs_under_x64():
         numpyro.enable_x64()
         from sbn_ppl import SBNParams
         from sbn_ppl.base.data import synthetic
-        from sbn_ppl.engine.fitting import fit
+        from sbn_ppl.engine.fitting import Budget, Checkpointing, fit
         from sbn_ppl.inference import get_method
         data, bounds = synthetic("12-4-3", 0), []
-        r = fit(get_method("mean-field-svi", "numpyro"), SBNParams.init("12-4-3", seed=1), data.train, steps=4,
-                checkpoint_every=2, options={"baseline": "decaying", "num_particles": 2}, progress=False,
+        r = fit(get_method("mean-field-svi", "numpyro"), SBNParams.init("12-4-3", seed=1), data.train,
+                budget=Budget(steps=4), checkpointing=Checkpointing(every=2), options={"baseline": "decaying", "num_particles": 2}, progress=False,
                 on_finish=lambda runner: bounds.append(runner.bound(data.test[:5])))
         print(json.dumps([m["objective"] for m in r.metrics] + bounds[0].tolist()))
     """)
@@ -258,3 +251,16 @@ def test_numpyro_method_runs_under_x64():
     assert done.returncode == 0, done.stderr[-3000:]
     values = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(values) == 2 + 5 and all(np.isfinite(v) and -20 < v < 0 for v in values), values
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("rows", [1, 20])
+def test_pyro_method_fits_at_batch_size_one(rows, jit):
+    """Issue 20: a batch of one row (or a one-row training set). Pyro's ``TraceGraph_ELBO`` sums
+    each learning signal with ``MultiFrameTensor.sum_to``, which squeezes leading dims of size 1:
+    at B = 1 the signal is ``()``, and the NVIL baseline ``(1,)`` was refused."""
+    m = get_method("mean-field-svi", "pyro")
+    train = synthetic("8-4-2", 0).train[:rows]
+    runner = runner_for(m, SBNParams.init("8-4-2", seed=0), m.check_options({"jit": jit}), train, seed=0,
+                        batch_size=1)
+    assert np.isfinite(runner.run(0, 3)["objective"])

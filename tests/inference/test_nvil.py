@@ -19,7 +19,6 @@ test functions are compiled without backend optimisation (``run_compiled``). The
 training scan is compiled once, and the variance test reuses its final state.
 """
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -33,24 +32,18 @@ from pyro.ops.provenance import detach_provenance
 from sbn_ppl import SBNParams, load_dataset
 from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.yardstick.exact import exact_kl, exact_log_likelihood
-from sbn_ppl.engine.fitting import fit
+from sbn_ppl.engine.fitting import Budget, Checkpointing, fit
 from sbn_ppl.inference import backends_of, get_method
 from sbn_ppl.inference.nvil import signal_terms
 from sbn_ppl.inference.nvil import numpyro as nvil_jax
+from sbn_ppl.inference.shared.particles import numpyro as particles_jax
 from sbn_ppl.inference.nvil.pyro import NVIL, LayerBaselines, signal_sites, with_baselines
 from sbn_ppl.models import pyro_sbn
 from sbn_ppl.base.params import generative_keys, recognition_keys
+from tests.conftest import flat, trainable, z_scores
 
 pyro.enable_validation(True)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small tensors: one intra-op thread (as the runner chooses for them)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def strong_net(arch, connectivity="layered", seed=3):
@@ -78,23 +71,6 @@ def run_compiled(f, *args):
     function compiles about 4x faster (1.4 s against 5.3 s for the estimator draws) and runs
     a little slower."""
     return jax.jit(f).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})(*args)
-
-
-def trainable(params):
-    arch = params.architecture
-    return {k: jnp.asarray(params[k], jnp.float32) for k in generative_keys(arch) + recognition_keys(arch)}
-
-
-def flat(grads, keys):
-    return np.concatenate([np.ravel(np.asarray(grads[k], np.float64)) for k in keys])
-
-
-def z_scores(draws, expected):
-    """Per coordinate ``(mean - expected) / standard error``. A coordinate that never varies
-    (a weight from a pixel that is 0 in every row) must be exact: its z is 0 or infinite."""
-    mean, se = draws.mean(0), draws.std(0, ddof=1) / math.sqrt(len(draws))
-    exact = np.abs(mean - expected) < 1e-9
-    return np.where(se > 0, (mean - expected) / np.where(se > 0, se, 1.0), np.where(exact, 0.0, np.inf))
 
 
 # -- the exact ELBO gradient, by enumeration ---------------------------------------------------
@@ -155,7 +131,7 @@ def jax_draws(params, x, keys, terms, psi, draws=100, seed=0):
     stats = nvil_jax.SignalStats(STATS.mean[:len(terms.model)], STATS.var[:len(terms.model)])
 
     def one(key):
-        layers = nvil_jax.sample_guide(key, arch, trainable(params), rows)
+        layers, _ = particles_jax.sample_guide(key, arch, trainable(params), rows)
         grads = jax.grad(nvil_jax.nvil_loss, has_aux=True)((trainable(params), psi), stats, layers, arch, terms,
                                                            1.0, True)[0][0]
         return {k: -grads[k] for k in keys}
@@ -328,8 +304,8 @@ def teacher_fit():
     fresh net; the runner's final state (for the variance test)."""
     data = load_dataset(TEACHER)
     runners = []
-    result = fit(get_method("nvil"), SBNParams.init("16-6-3", seed=1), data.train, steps=STEPS,
-                 checkpoint_every=STEPS, progress=False, on_finish=runners.append)
+    result = fit(get_method("nvil"), SBNParams.init("16-6-3", seed=1), data.train, budget=Budget(steps=STEPS),
+                 checkpointing=Checkpointing(every=STEPS), progress=False, on_finish=runners.append)
     return data, result, runners[0]
 
 
@@ -365,12 +341,13 @@ def test_the_baselines_cut_the_phi_gradient_variance(teacher_fit):
     That is a factor of 627 overall, and 68 from the input-dependent baselines over ``C``
     alone (measured; asserted > 50 and > 5)."""
     data, _, runner = teacher_fit
-    state, c = runner.state.nvil, runner.state.config.value
+    state, arch = runner.state.trained, Architecture.parse("16-6-3")
+    terms = signal_terms(arch, get_method("nvil").defaults["local_signals"])
     x = jnp.asarray(data.train[:100])
 
     def phi_gradient(key, psi, stats):
-        layers = nvil_jax.sample_guide(key, c.arch, state.params, x)
-        grads = jax.grad(nvil_jax.nvil_loss, has_aux=True)((state.params, psi), stats, layers, c.arch, c.terms,
+        layers, _ = particles_jax.sample_guide(key, arch, state.params, x)
+        grads = jax.grad(nvil_jax.nvil_loss, has_aux=True)((state.params, psi), stats, layers, arch, terms,
                                                            1.0, False)[0][0]
         return {k: v for k, v in grads.items() if k.startswith("q_")}
 
@@ -393,8 +370,9 @@ def test_pyro_nvil_trains(teacher_fit):
     exact log-likelihood."""
     data, _, _ = teacher_fit
     runners = []
-    result = fit(get_method("nvil", "pyro"), SBNParams.init("16-6-3", seed=1), data.train, steps=150,
-                 checkpoint_every=150, progress=False, options={"lr": 0.01}, on_finish=runners.append)
+    result = fit(get_method("nvil", "pyro"), SBNParams.init("16-6-3", seed=1), data.train,
+                 budget=Budget(steps=150), checkpointing=Checkpointing(every=150), progress=False,
+                 options={"lr": 0.01}, on_finish=runners.append)
     fitted = exact_log_likelihood(result.params, data.test).mean()
     assert fitted > -8.8, fitted
     assert runners[0].bound(data.test[:200]).mean() < exact_log_likelihood(result.params, data.test[:200]).mean()
@@ -413,3 +391,19 @@ def test_one_folder_and_one_registry_line():
         numpyro_method.check_options({"signal_decay": 1.5})
     with pytest.raises(ValueError, match="local_signals"):
         numpyro_method.check_options({"local_signals": "yes"})
+
+
+@pytest.mark.parametrize("rows", [1, 20])
+def test_pyro_nvil_fits_at_batch_size_one(rows):
+    """Issue 20: a batch of one row (or a one-row training set). Pyro sums each learning signal
+    to its site's plates with ``MultiFrameTensor.sum_to``, which squeezes leading dims of size
+    1, so at B = 1 the signal was ``()`` against a baseline of ``(1,)`` and the step raised."""
+    from sbn_ppl.base.data import synthetic
+    from sbn_ppl.engine.runner import runner_for
+
+    m = get_method("nvil", "pyro")
+    train = synthetic("8-4-2", 0).train[:rows]
+    runner = runner_for(m, SBNParams.init("8-4-2", seed=0), m.check_options({}), train, seed=0, batch_size=1)
+    info = runner.run(0, 3)
+    assert np.isfinite(info["objective"]) and np.isfinite(info["baseline_mse"])
+    assert runner.bound(train).shape == (rows,)

@@ -20,10 +20,11 @@ from sbn_ppl import SBNParams
 from sbn_ppl.base import density
 from sbn_ppl.base.data import synthetic
 from sbn_ppl.yardstick.exact import exact_log_likelihood, posterior_probabilities
-from sbn_ppl.engine.fitting import fit
+from sbn_ppl.engine.fitting import Budget, Checkpointing, fit
 from sbn_ppl.inference import get_method
 from sbn_ppl.inference.rws import numpyro as rws_jax
-from sbn_ppl.inference.rws.pyro import ReweightedWakeSleep, WakeSleep, rws_method, wake_sleep_method
+from sbn_ppl.inference.shared.particles import numpyro as particles_jax
+from sbn_ppl.inference.rws.pyro import ReweightedWakeSleep, WakeSleep, build_rws, build_wake_sleep
 from sbn_ppl.models import numpyro_sbn, pyro_sbn
 from sbn_ppl.base.params import generative_keys, recognition_keys
 from sbn_ppl.engine.runner import batch_indices, runner_for
@@ -185,7 +186,7 @@ def test_numpyro_densities_equal_the_numpyro_model_trace(small_params, unit_plat
     params = small_params.to_jax()
     layers = [jnp.asarray(x)] + [jnp.asarray(hidden[f"h{l}"]) for l in range(1, arch.num_layers + 1)]
     np.testing.assert_allclose(numpyro_sbn.log_joint(arch, params, layers), trace_log_p, rtol=1e-5)
-    np.testing.assert_allclose(rws_jax.guide_log_prob(arch, params, layers), trace_log_q, rtol=1e-5)
+    np.testing.assert_allclose(particles_jax.guide_log_prob(arch, params, layers), trace_log_q, rtol=1e-5)
 
 
 def test_pyro_and_jax_losses_agree_for_the_same_particles(small_params):
@@ -200,7 +201,7 @@ def test_pyro_and_jax_losses_agree_for_the_same_particles(small_params):
     with pyro.validation_enabled(False):
         log_w_pyro = rws.log_weights(pyro_sbn.model, fixed_guide(layers), small_params, torch.as_tensor(x)).numpy()
         theta_loss, phi_loss, _ = pyro_grads(rws, small_params, x, guide=fixed_guide(layers))
-    jt, jp, log_w_jax = rws_jax.wake_losses(arch, small_params.to_jax(), [jnp.asarray(v) for v in layers])
+    jt, jp, log_w_jax = particles_jax.wake_losses(arch, small_params.to_jax(), [jnp.asarray(v) for v in layers])
     np.testing.assert_allclose(log_w_pyro, np.asarray(log_w_jax), rtol=1e-5, atol=1e-4)
     # reference in float64: the NumPy densities of sbn_ppl.base.density
     ref = density.log_joint(small_params, layers) - density.guide_log_prob(small_params, "recognition", layers)
@@ -212,11 +213,11 @@ def test_pyro_and_jax_losses_agree_for_the_same_particles(small_params):
 
 def test_jax_sleep_loss_is_minus_the_mean_guide_log_prob_of_dreams(small_params):
     arch = small_params.architecture
-    dreams = rws_jax.sample_model(jax.random.PRNGKey(0), arch, small_params.to_jax(), (3, 4))
+    dreams = particles_jax.sample_model(jax.random.PRNGKey(0), arch, small_params.to_jax(), (3, 4))
     ref = density.guide_log_prob(small_params, "recognition", [np.asarray(d) for d in dreams]).mean()
-    assert float(rws_jax.sleep_loss(arch, small_params.to_jax(), dreams)) == pytest.approx(-ref, rel=1e-5)
+    assert float(particles_jax.sleep_loss(arch, small_params.to_jax(), dreams)) == pytest.approx(-ref, rel=1e-5)
     # the dreams follow p: the visible layer's mean matches exact p(x_d = 1) by enumeration
-    many = rws_jax.sample_model(jax.random.PRNGKey(1), arch, small_params.to_jax(), (20000,))
+    many = particles_jax.sample_model(jax.random.PRNGKey(1), arch, small_params.to_jax(), (20000,))
     xs = ((np.arange(1 << arch.sizes[0])[:, None] >> np.arange(arch.sizes[0])) & 1).astype(np.float64)
     p_x = np.exp(exact_log_likelihood(small_params, xs))
     # 20,000 Bernoulli draws: standard error <= 0.0036 per unit; 5 standard errors
@@ -301,7 +302,7 @@ def test_each_twin_pair_validates_its_data_alike(name, bad):
     for backend in ("pyro", "numpyro"):
         method = get_method(name, backend)
         with pyro.get_param_store().scope(), pytest.raises(ValueError, match=message) as init_error:
-            method.init(init_key(backend), params, method.check_options({}), x)
+            method.build(params.architecture).init(init_key(backend), params, x)
         runner = start(method, params, good, batch_size=10)
         with pytest.raises(ValueError, match=message) as bound_error:
             runner.bound(x)
@@ -366,7 +367,7 @@ def test_pyro_methods_leave_the_global_param_store_alone():
     pyro.clear_param_store()
     pyro.param("someone_elses", torch.ones(2))
     data = synthetic("8-4-2", 0)
-    method = rws_method()
+    method = get_method("rws", "pyro")
     params = SBNParams.init("8-4-2", seed=0)
     first = start(method, params, data.train, batch_size=20)
     second = start(method, params, data.train, batch_size=20)
@@ -384,17 +385,17 @@ def test_pyro_methods_leave_the_global_param_store_alone():
 def test_fit_writes_params_with_the_guide(tmp_path, backend):
     data = synthetic("16-6-3", 0)
     # the data, options and chunk length (5 steps) of the test above: the jitted scan is reused
-    result = fit(get_method("rws", backend), SBNParams.init("16-6-3", seed=0), data.train, steps=10,
-                 checkpoint_every=5, out=str(tmp_path), progress=False)
+    result = fit(get_method("rws", backend), SBNParams.init("16-6-3", seed=0), data.train, budget=Budget(steps=10),
+                 checkpointing=Checkpointing(every=5, out=str(tmp_path)), progress=False)
     saved = SBNParams.load(tmp_path / "params.npz")
     assert saved.has_guide("recognition") and not saved.has_guide("mean_field") and len(result.metrics) == 2
     assert (tmp_path / "metrics.json").exists()
 
 
 def test_the_registry_gives_these_factories():
-    for name, factory in (("rws", rws_method), ("wake-sleep", wake_sleep_method)):
-        ours, registered = factory(), get_method(name, "pyro")
-        assert (ours.name, ours.backend, ours.options) == (registered.name, "pyro", registered.options)
+    for name, factory in (("rws", build_rws), ("wake-sleep", build_wake_sleep)):
+        registered = get_method(name, "pyro")
+        assert (registered.factory, registered.guide) == (factory, "recognition")
         assert registered.options == get_method(name, "numpyro").options  # one schema for both twins
 
 
@@ -431,7 +432,7 @@ def test_pyro_rws_training_raises_the_bound():
     2.5 nats, from -10.68 to -8.16 / -8.17 / -8.19; the teacher is at -7.59)."""
     data = synthetic("16-6-3", 0)
     params = SBNParams.init("16-6-3", seed=0)
-    runner = start(rws_method(), params, data.train, k=5, lr=3e-2)
+    runner = start(get_method("rws", "pyro"), params, data.train, k=5, lr=3e-2)
     runner.run(0, 60)
     before = exact_log_likelihood(params, data.test).mean()
     after = exact_log_likelihood(runner.params(), data.test).mean()

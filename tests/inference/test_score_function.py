@@ -17,13 +17,7 @@ from sbn_ppl.inference.shared.score_function import pyro as sp
 from sbn_ppl.models import numpyro_sbn, pyro_sbn
 from sbn_ppl.base.params import recognition_keys
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_nvil_baseline_is_the_same_net_on_both_backends():

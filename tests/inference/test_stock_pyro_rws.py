@@ -19,7 +19,8 @@ from sbn_ppl import SBNParams
 from sbn_ppl.base.data import load_dataset, synthetic
 from sbn_ppl.yardstick.exact import exact_log_likelihood
 from sbn_ppl.inference import get_method
-from sbn_ppl.inference.rws.pyro import ReweightedWakeSleep, effective_sample_size, stock_rws_method
+from sbn_ppl.inference.rws.pyro import ReweightedWakeSleep
+from sbn_ppl.inference.shared.particles.pyro import effective_sample_size
 from sbn_ppl.models import pyro_sbn
 from sbn_ppl.base.params import generative_keys, recognition_keys
 from sbn_ppl.engine.runner import batch_indices, runner_for, step_seed
@@ -153,6 +154,6 @@ def test_a_step_is_one_loss_and_grads_on_the_runners_batch_per_data_point(name):
 
 
 def test_stock_method_rejects_a_single_particle():
-    method = stock_rws_method()
-    with pyro.get_param_store().scope(), pytest.raises(ValueError, match="K >= 2"):
-        method.init(0, SBNParams.init("4-3", seed=0), method.check_options({"k": 1}), np.zeros((4, 4), np.float32))
+    method = get_method("pyro-rws", "pyro")
+    with pytest.raises(ValueError, match="K >= 2"):
+        method.build(SBNParams.init("4-3", seed=0).architecture, {"k": 1})

@@ -27,24 +27,17 @@ from sbn_ppl import SBNParams, load_dataset
 from sbn_ppl.cli import main
 from sbn_ppl.base.data import synthetic
 from sbn_ppl.yardstick.exact import exact_kl, exact_log_likelihood
-from sbn_ppl.engine.fitting import fit
+from sbn_ppl.engine.fitting import Budget, Checkpointing, fit
 from sbn_ppl.inference import backends_of, get_method
+from sbn_ppl.inference.shared.particles import numpyro as particles_jax
 from sbn_ppl.inference.vimco import numpyro as vimco_jax
 from sbn_ppl.inference.vimco.pyro import VIMCO, leave_one_out_bounds
 from sbn_ppl.models import numpyro_sbn, pyro_sbn
 from sbn_ppl.base.params import generative_keys, recognition_keys
+from tests.conftest import flat, trainable, z_scores
 
 pyro.enable_validation(True)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small tensors: one intra-op thread (a pool on a loaded machine costs 10x; the runner
-    makes the same choice for its steps)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def strong_net(arch="4-2-2", seed=3):
@@ -56,24 +49,9 @@ def strong_net(arch="4-2-2", seed=3):
     return params.replace(**{k: rng.normal(0, 0.5, v.shape) for k, v in params.items() if k.startswith("q_")})
 
 
-def trainable(params):
-    arch = params.architecture
-    return {k: jnp.asarray(params[k], jnp.float32) for k in generative_keys(arch) + recognition_keys(arch)}
-
-
-def flat(grads, keys):
-    """One gradient as a vector, ``keys`` in order."""
-    return np.concatenate([np.ravel(np.asarray(grads[k], np.float64)) for k in keys])
-
-
 def flat_draws(grads, keys):
     """M stacked gradients (a leading axis on every array) as ``(M, P)``."""
     return np.concatenate([np.asarray(grads[k], np.float64).reshape(len(grads[k]), -1) for k in keys], 1)
-
-
-def z_scores(draws, exact):
-    mean, se = draws.mean(0), draws.std(0, ddof=1) / math.sqrt(len(draws))
-    return (mean - exact) / se
 
 
 # -- the exact gradient of the expected K-sample bound, by enumeration ------------------------
@@ -94,7 +72,7 @@ def expected_bound(params, arch, x, bits, tuples):
     K-tuple of hidden states (``tuples``), differentiable in ``params`` (theta and phi)."""
     cuts = np.cumsum((0,) + tuple(arch.sizes[1:]))
     layers = [x[:, None, :]] + [bits[None, :, a:b] for a, b in zip(cuts, cuts[1:])]
-    log_q = vimco_jax.guide_log_prob(arch, params, layers)  # (N, C)
+    log_q = particles_jax.guide_log_prob(arch, params, layers)  # (N, C)
     log_w = numpyro_sbn.log_joint(arch, params, layers) - log_q
     log_q_tuple = log_q[:, tuples].sum(-1)  # (N, C^K): log prod_k q(h_k | x_n)
     bound = jax.nn.logsumexp(log_w[:, tuples], axis=-1) - math.log(tuples.shape[1])
@@ -128,7 +106,7 @@ def jax_draws(exact_case):
     sg = jax.lax.stop_gradient
 
     def estimators(params, key):
-        layers, log_q = vimco_jax.sample_guide(key, arch, params, rows, K)
+        layers, log_q = particles_jax.sample_guide(key, arch, params, rows, (K,))
         log_p = numpyro_sbn.log_joint(arch, params, layers)
         vimco, log_w = vimco_jax.vimco_surrogate(log_p, log_q)
         bound = jax.nn.logsumexp(log_w, 0) - math.log(K)
@@ -338,8 +316,8 @@ def test_vimco_learns_a_synthetic_teacher():
     teacher = exact_log_likelihood(d.teacher, d.test).mean()
     p = d.train.mean(0).clip(1e-3, 1 - 1e-3)
     independent = (d.test * np.log(p) + (1 - d.test) * np.log1p(-p)).sum(1).mean()
-    result = fit(get_method("vimco"), SBNParams.init("16-6-3", seed=1), d.train, steps=1000, checkpoint_every=500,
-                 options=TRAINING, progress=False)
+    result = fit(get_method("vimco"), SBNParams.init("16-6-3", seed=1), d.train, budget=Budget(steps=1000),
+                 checkpointing=Checkpointing(every=500), options=TRAINING, progress=False)
     score = exact_log_likelihood(result.params, d.test).mean()
     assert (independent - score) / (independent - teacher) > 0.7, (independent, score, teacher)
     assert score < teacher + 0.05
@@ -352,8 +330,8 @@ def test_pyro_vimco_training_raises_the_held_out_likelihood():
     log-likelihood rises by more than 1 nat (measured 2.5 nats, from -10.68 to -8.18)."""
     d = load_dataset(TEACHER)
     params = SBNParams.init("16-6-3", seed=0)
-    result = fit(get_method("vimco", "pyro"), params, d.train, steps=60, checkpoint_every=60, options=TRAINING,
-                 progress=False)
+    result = fit(get_method("vimco", "pyro"), params, d.train, budget=Budget(steps=60),
+                 checkpointing=Checkpointing(every=60), options=TRAINING, progress=False)
     before = exact_log_likelihood(params, d.test).mean()
     after = exact_log_likelihood(result.params, d.test).mean()
     assert after > before + 1.0, (before, after)
@@ -374,8 +352,8 @@ def test_methods_are_seeded_and_keep_only_the_recognition_guide(backend):
             with pytest.raises(ValueError, match="non-binary"):
                 runner.bound(np.full((2, 16), 0.5))
 
-        result = fit(method, params, d.train, steps=steps, seed=seed, checkpoint_every=500, options=TRAINING,
-                     progress=False, on_finish=finish)
+        result = fit(method, params, d.train, budget=Budget(steps=steps), checkpointing=Checkpointing(every=500),
+                     seed=seed, options=TRAINING, progress=False, on_finish=finish)
         return result, bounds[0]
 
     (first, bound), (again, bound_again), (other, _) = run(0), run(0), run(1)

@@ -41,7 +41,7 @@ from sbn_ppl import SBNParams
 import sbn_ppl.yardstick.exact as enumeration
 from sbn_ppl.base.params import generative_keys, mean_field_keys, recognition_keys
 from sbn_ppl.models import numpyro_sbn, pyro_sbn
-from tests.conftest import all_binary
+from tests.conftest import all_binary, z_scores
 
 # two small nets, 5 hidden units each (32 hidden states)
 NETS = [("6-3-2", "layered"), ("5-3-2", "dense")]
@@ -155,11 +155,6 @@ def numpyro_gradient_samples(model, guide, params, x, keys, *, num_particles, nu
 
     grads = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(seed), num_batches))
     return {k: np.asarray(v, dtype=np.float64) for k, v in grads.items()}
-
-
-def z_scores(samples: dict[str, np.ndarray], exact: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    m = next(iter(samples.values())).shape[0]
-    return {k: (v.mean(0) - exact[k]) / (v.std(0, ddof=1) / np.sqrt(m) + 1e-12) for k, v in samples.items()}
 
 
 def assert_unbiased(samples, exact, what):

@@ -1,24 +1,10 @@
-"""Single-unit Gibbs sampling of an SBN's posterior ``p(h | x)`` in JAX (Neal 1992, section 3).
+"""Single-unit Gibbs sweeps of an SBN's posterior in JAX (the math: this folder's ``__init__``;
+the twin: ``pyro.py``).
 
-One sweep resamples every hidden unit once from its exact conditional, layer by layer
-(``h1`` first, then ``h2`` ...), the units of a layer in turn. For unit ``k`` with
-children ``c`` (the README, "The methods")::
-
-    logit p(h_k = 1 | rest) = a_k + sum_c [ c w_kc - softplus(a_c^0 + w_kc) + softplus(a_c^0) ]
-
-The sweep keeps every layer's pre-activation ``a`` and its ``softplus(a)``; a unit's
-update evaluates the children's pre-activation with the unit flipped, ``a_c + (1 - 2 s) w_kc``,
-and its softplus (the only transcendental: one per child), and a flip keeps those as the
-new cached values. A sweep costs O(edges) per data point and chain, like a forward pass.
-Data points and chains are the vectorised (leading) axes.
-
-Tempering (for AIS): ``beta`` multiplies the likelihood terms ``log p(x | h)`` only, so
-the sweep leaves ``p(h) p(x | h)^beta`` invariant.
-
-* :func:`init` / :func:`sample_prior`: a starting state; :func:`step`: one sweep;
-  :func:`conditional_logits`: every unit's exact conditional (tests, the torch twin).
-* :class:`SBNGibbs`: the sweep as a NumPyro :class:`~numpyro.infer.mcmc.MCMCKernel`, so
-  ``numpyro.infer.MCMC(SBNGibbs(numpyro_sbn.model), ...)`` samples the model's ``h1 .. hL``.
+Own tricks: a layer's units in a ``lax.fori_loop`` over the cached pre-activations (a sweep
+compiles once whatever the width), each flip drawn as ``log-odds of a flip > logistic noise``
+drawn up front; :class:`SBNGibbs` is a NumPyro :class:`~numpyro.infer.mcmc.MCMCKernel`, so
+``numpyro.infer.MCMC(SBNGibbs(numpyro_sbn.model), ...)`` samples the model's ``h1 .. hL``.
 """
 from __future__ import annotations
 

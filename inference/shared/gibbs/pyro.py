@@ -1,17 +1,8 @@
-"""Single-unit Gibbs sampling of an SBN's posterior ``p(h | x)`` in torch (Neal 1992, section 3).
+"""Single-unit Gibbs sweeps of an SBN's posterior in torch (the math: this folder's
+``__init__``; the twin: ``numpyro.py``, same sweep order, same arithmetic).
 
-The twin of :mod:`sbn_ppl.inference.shared.gibbs.numpyro` (same sweep order, same arithmetic): for
-unit ``k`` with children ``c`` (the README, "The methods")::
-
-    logit p(h_k = 1 | rest) = a_k + sum_c [ c w_kc - softplus(a_c^0 + w_kc) + softplus(a_c^0) ]
-
-with every layer's pre-activation ``a`` and ``softplus(a)`` kept current, so an update
-costs one softplus per child and a sweep O(edges) per data point and chain. ``beta``
-tempers the likelihood terms ``log p(x | h)`` only (AIS).
-
-* :func:`init`, :func:`sample_prior`, :func:`step` (one sweep), :func:`conditional_logits`.
-* :class:`SBNGibbs`: the sweep as a Pyro :class:`~pyro.infer.mcmc.mcmc_kernel.MCMCKernel`,
-  so ``pyro.infer.MCMC(SBNGibbs(pyro_sbn.model), ...)`` samples the model's ``h1 .. hL``.
+Own tricks: :class:`SBNGibbs` is a Pyro :class:`~pyro.infer.mcmc.mcmc_kernel.MCMCKernel`, so
+``pyro.infer.MCMC(SBNGibbs(pyro_sbn.model), ...)`` samples the model's ``h1 .. hL``.
 """
 from __future__ import annotations
 

@@ -1,20 +1,17 @@
-"""The score-function ELBO with baselines on NumPyro traces (the math: this folder's ``__init__``).
+"""The score-function ELBO with baselines on NumPyro traces (the math: this folder's
+``__init__``; the twin: ``pyro.py``).
 
-``numpyro.infer.TraceGraph_ELBO`` (numpyro 0.22) builds the Rao-Blackwellised
-score-function surrogate but reads no baselines. :class:`TraceGraphBaselineELBO` is the
-same estimator on the same traces (``get_importance_trace``; provenance-tracked downstream
-costs ``c_s`` summed to each guide site's plates), with a baseline ``b_s`` subtracted::
-
-    surrogate = sum_s log q(h_s | .) * stop_gradient(c_s - b_s)
-
-It follows Pyro's ``TraceGraph_ELBO`` where the stock NumPyro one differs: the score
-``log q`` is not multiplied by a subsampling scale ``N / B`` (only the cost is; the stock
-NumPyro surrogate scales both, so under a subsampled plate its guide gradient is ``N / B``
-times too large). The guide's state for the baselines is declared by :func:`with_baselines`:
+Own tricks: :class:`TraceGraphBaselineELBO` is ``numpyro.infer.TraceGraph_ELBO`` (numpyro 0.22)
+on the same traces (``get_importance_trace``, provenance-tracked costs ``c_s`` summed to each
+guide site's plates) plus the baseline it reads none of, ``surrogate = sum_s log q(h_s | .)
+sg(c_s - b_s)``; it follows Pyro where the stock NumPyro one differs: the score ``log q`` is
+not multiplied by a subsampling scale ``N / B`` (only the cost is; the stock surrogate scales
+both, so under a subsampled plate its guide gradient is ``N / B`` times too large).
+:func:`with_baselines` declares the baselines' state in the guide:
 
 * ``"decaying"``: NumPyro ``mutable`` state ``baseline_avg_<site>``, one average per
-  position of the ``"data"`` plate (Pyro's decaying average is per batch position too); a
-  batch of ``B`` uses the first ``B`` positions, so the state keeps its shape;
+  position of the ``"data"`` plate (as Pyro's); a batch of ``B`` uses the first ``B``
+  positions, so the state keeps its shape;
 * ``"nvil"``: ``numpyro.param`` sites ``nvil_*`` (:func:`~sbn_ppl.inference.shared.score_function.nvil_init`),
   trained by SVI's optimiser on ``sum (c - b)^2``, added to the loss with zero value (the
   loss stays ``-ELBO``).

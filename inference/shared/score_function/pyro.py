@@ -1,9 +1,9 @@
-"""The score-function ELBO with baselines in Pyro (the math: this folder's ``__init__``).
+"""The score-function ELBO with baselines in Pyro (the math: this folder's ``__init__``; the
+twin: ``numpyro.py``).
 
-Pyro's stock ``TraceGraph_ELBO`` is the estimator: Rao-Blackwellised learning signals per
-guide site, and a baseline read from each site's ``infer["baseline"]``. :func:`with_baselines`
-sets that dict on the hidden sites with ``pyro.poutine.infer_config`` (the guide itself is
-unchanged):
+Own tricks: none beyond Pyro's; its stock ``TraceGraph_ELBO`` is the estimator and reads each
+site's ``infer["baseline"]``, which :func:`with_baselines` sets on the hidden sites with
+``pyro.poutine.infer_config`` (the guide itself unchanged):
 
 * ``"decaying"``: Pyro's decaying average of the learning signal (``beta = DECAY``), kept in
   the param store (``__baseline_avg_downstream_cost_<site>``) per batch position;
@@ -68,6 +68,14 @@ def normalised_signal(signal: torch.Tensor, stats: SignalStats, decay: float = S
     return (signal - mean) / var.sqrt().clamp(min=1.0), SignalStats(mean, var)
 
 
+def _as_downstream_cost(net: NVILBaseline, layer: int, x: torch.Tensor) -> torch.Tensor:
+    """``b_layer(x)`` ``(B,)`` in the shape of Pyro's learning signal, which must match it:
+    ``TraceGraph_ELBO`` sums the signal to the site's plates with ``MultiFrameTensor.sum_to``,
+    which squeezes leading dims of size 1, so a batch of one row has a signal of shape ``()``."""
+    b = net(x, layer)
+    return b.reshape(()) if b.shape == (1,) else b
+
+
 def with_baselines(guide, baseline: str, net: NVILBaseline | None = None, beta: float = DECAY):
     """``guide`` with its hidden sites' ``infer["baseline"]`` set (``pyro.poutine.infer_config``).
 
@@ -91,7 +99,7 @@ def with_baselines(guide, baseline: str, net: NVILBaseline | None = None, beta: 
                 return {}
             if baseline == "decaying":
                 return {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": beta}}
-            return {"baseline": {"nn_baseline": functools.partial(net, layer=int(msg["name"][1:])),
+            return {"baseline": {"nn_baseline": functools.partial(_as_downstream_cost, net, int(msg["name"][1:])),
                                  "nn_baseline_input": rows}}
 
         if net is not None:
