@@ -5,7 +5,10 @@ Random binary data (the speed does not depend on the pixels), batch 100, each me
 options unless ``METHODS`` says otherwise. Each method: one chunk of ``--warmup`` steps (the
 compile), then chunks of ``--chunk`` steps for ``--seconds``. "Particles" is how many samples
 ``h`` (full evaluations of ``log p(x, h) - log q(h | x)``) one step evaluates per data point:
-NVIL 1, RLOO K, ARM and DisARM L + 1 (the forward pass and one antithetic branch per layer).
+NVIL 1, RLOO K, ARM and DisARM L + 1 (the forward pass and one antithetic branch per layer),
+Concrete and straight-through 1 (one relaxed or hard sample), REBAR and RELAX 1 + 2L (the hard
+sample, and per layer the relaxed control variate at ``z`` and at ``z~``, each a relaxed pass
+from that layer up: an upper count, the passes from the upper layers are partial).
 The target: each method's particle-steps/s within 1.5x of NVIL's, i.e. the ratio printed >= 0.67.
 
     python benchmarks/bench_estimators.py --seconds 5
@@ -29,6 +32,10 @@ METHODS = [
     ("rloo", {"k": 5}, 5),
     ("arm", {}, LAYERS + 1),
     ("disarm", {}, LAYERS + 1),
+    ("concrete", {}, 1),
+    ("straight-through", {}, 1),
+    ("rebar", {}, 1 + 2 * LAYERS),
+    ("relax", {}, 1 + 2 * LAYERS),
 ]
 
 

@@ -132,7 +132,8 @@ def build(arch: Architecture, options: dict) -> Kernel:
     the local guide's per-training-case logits, and their optimiser moments, are split over
     the devices along their rows (the runner splits a leaf of the SVI state only where its
     axis 0 has one row per training case); the weights, the amortised guide and the
-    baselines are replicated.
+    baselines are replicated. ``guide_gradient`` (amortised guide only): one draw of the SVI
+    gradient in the guide's arrays, per data point of the batch (ascent).
     """
     if not options["jit"]:
         raise ValueError("jit=False: the NumPyro step is always compiled (the runner scans it); "
@@ -170,7 +171,25 @@ def build(arch: Architecture, options: dict) -> Kernel:
     def data_axes(state: MethodState):
         return state._replace(svi=None if amortised else 0, bound_key=None)
 
-    return Kernel(init, step, get_params, bound if amortised else None, data_axes)
+    @jax.jit
+    def guide_gradient(key, state: MethodState, x):
+        """One draw of the amortised guide's SVI gradient (ascent) of the batch-mean ELBO on
+        ``x``: the step's loss, ``-(N / B) sum_batch ELBO_n``, differentiated with the state's
+        baselines (the decaying averages held fixed), divided by ``-N``."""
+        c = setup()
+        x = jnp.asarray(x)
+        current, mutable = c.svi.get_params(state.svi), state.svi.mutable_state or {}
+
+        def loss(p):
+            return c.svi.loss.loss_with_mutable_state(key, {**p, **jax.lax.stop_gradient(mutable)}, c.svi.model,
+                                                      c.svi.guide, _view(c, current), x,
+                                                      index=jnp.arange(x.shape[0]), num_data=c.num_data)["loss"]
+
+        grads = jax.grad(loss)(current)
+        return {k: -grads[k] / c.num_data for k in mean_field_keys(arch)}
+
+    return Kernel(init, step, get_params, bound if amortised else None, data_axes,
+                  guide_gradient if amortised else None)
 
 
 # -- the amortised guide's ELBO, and gradient variance (tests and benchmarks) -----------------------

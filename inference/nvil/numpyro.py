@@ -173,7 +173,8 @@ def build(arch: Architecture, options: dict) -> Kernel:
     and checks ``train``, when given, as the Pyro twin checks it (binary, no NaN, the model's
     width). ``bound`` is, per data point, the Monte Carlo ELBO: the mean of ``log p(x, h) -
     log q(h | x)`` over ``BOUND_SAMPLES`` (10) draws ``h ~ q``, seeded by the state; unbiased for
-    the ELBO that NVIL maximises, not an IWAE bound. ``info`` is :class:`NVILInfo`.
+    the ELBO that NVIL maximises, not an IWAE bound. ``guide_gradient`` is one draw of the
+    phi step (ascent). ``info`` is :class:`NVILInfo`.
     """
     local = options["local_signals"]
     terms = signal_terms(arch, local)
@@ -193,4 +194,13 @@ def build(arch: Architecture, options: dict) -> Kernel:
         return nvil_step(key, state, batch.x, arch=arch, optimizer=optimizer, terms=terms, decay=decay,
                          variance_normalisation=normalise)
 
-    return gradient_kernel(arch, start, update, lambda key, params, x: elbo_estimate(key, arch, params, x))
+    def guide_gradient(key, state: NVILState, x):
+        """One draw of NVIL's phi step (ascent) on the batch ``x``, with the state's baselines and
+        running statistics (as the step would use them)."""
+        layers, _ = sample_guide(key, arch, state.params, x)
+        grads, _ = jax.grad(nvil_loss, has_aux=True)((state.params, state.baseline), state.stats, layers, arch, terms,
+                                                     decay, normalise)
+        return {name: -grads[0][name] for name in recognition_keys(arch)}
+
+    return gradient_kernel(arch, start, update, lambda key, params, x: elbo_estimate(key, arch, params, x),
+                           guide_gradient=guide_gradient)

@@ -101,7 +101,8 @@ def build(arch: Architecture, options: dict, *, k: int, insomnia: float, num_sle
     ``num_sleep_particles``. ``init`` adds a recognition network at its default initialisation
     (seeded from the key) if ``params`` has none and checks ``train``, when given, as the Pyro
     twin does (binary, no NaN, the model's width); ``bound`` is the per-point IWAE bound with
-    the method's K (seeded); ``info`` is :class:`RWSInfo`."""
+    the method's K (seeded); ``guide_gradient`` one draw of the phi step (ascent); ``info`` is
+    :class:`RWSInfo`."""
     optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
     k, insomnia = int(k), float(insomnia)
 
@@ -115,7 +116,14 @@ def build(arch: Architecture, options: dict, *, k: int, insomnia: float, num_sle
         return rws_step(key, state, batch.x, arch=arch, optimizer=optimizer, k=k, insomnia=insomnia,
                         num_sleep_particles=num_sleep_particles)
 
-    return gradient_kernel(arch, start, update, lambda key, params, x: iwae_bound(key, arch, params, x, k))
+    def guide_gradient(key, state: RWSState, x):
+        """One draw of the phi step (wake-phi / sleep-phi mix; ascent) on the batch ``x``."""
+        num_sleep = k if num_sleep_particles is None else num_sleep_particles
+        grads, _ = jax.grad(surrogate_loss, has_aux=True)(state.params, key, x, arch, k, insomnia, num_sleep)
+        return {name: -grads[name] for name in recognition_keys(arch)}
+
+    return gradient_kernel(arch, start, update, lambda key, params, x: iwae_bound(key, arch, params, x, k),
+                           guide_gradient=guide_gradient)
 
 
 def build_rws(arch: Architecture, options: dict) -> Kernel:

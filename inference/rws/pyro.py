@@ -24,7 +24,7 @@ from pyro.util import check_model_guide_match, warn_if_nan
 from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.methods import Batch, Kernel
 from sbn_ppl.base.options import optional_positive_int, positive_int, unit_interval
-from sbn_ppl.inference.shared.gradient.pyro import GradientState, gradient_kernel, store_start
+from sbn_ppl.inference.shared.gradient.pyro import GradientState, gradient_kernel, loss_guide_gradient, store_start
 from sbn_ppl.inference.shared.particles.pyro import (in_particles, log_mean_exp, log_weights, particle_traces,
                                                       per_point_log_prob)
 from sbn_ppl.models import pyro_sbn
@@ -220,9 +220,14 @@ def _iwae_bound(k: int):
     return bound
 
 
-def _kernel(arch: Architecture, options: dict, update, k: int) -> Kernel:
-    """Theta and phi in the param store, one optimiser each (each stepped on its own loss)."""
-    return gradient_kernel(arch, store_start(arch, options, split=True), update, _iwae_bound(k))
+def _kernel(arch: Architecture, options: dict, update, k: int, objective=None) -> Kernel:
+    """Theta and phi in the param store, one optimiser each (each stepped on its own loss);
+    with our ``objective``, ``guide_gradient``: one draw of its phi step (wake-phi / sleep-phi)."""
+    def loss(state: GradientState, model, guide, x):
+        return sum(objective._loss(model, guide, (state.like, x), {}))  # wake-theta carries no phi
+
+    return gradient_kernel(arch, store_start(arch, options, split=True), update, _iwae_bound(k),
+                           guide_gradient=None if objective is None else loss_guide_gradient(arch, loss))
 
 
 def build_rws(arch: Architecture, options: dict) -> Kernel:
@@ -231,13 +236,14 @@ def build_rws(arch: Architecture, options: dict) -> Kernel:
     ``objective``, the batch's mean ``log (1/K) sum_k w_nk``; ``wake_theta_loss``; ``phi_loss``."""
     objective = ReweightedWakeSleep(num_particles=options["k"], insomnia=options["insomnia"],
                                     num_sleep_particles=options["num_sleep_particles"], max_plate_nesting=1)
-    return _kernel(arch, options, _per_point_update(objective), options["k"])
+    return _kernel(arch, options, _per_point_update(objective), options["k"], objective)
 
 
 def build_wake_sleep(arch: Architecture, options: dict) -> Kernel:
     """Classic wake-sleep (:class:`WakeSleep`) on the Pyro model and recognition guide;
     ``info["objective"]`` is the batch's mean one-sample ELBO estimate ``log p(x, h) - log q(h|x)``."""
-    return _kernel(arch, options, _per_point_update(WakeSleep(max_plate_nesting=1)), 1)
+    objective = WakeSleep(max_plate_nesting=1)
+    return _kernel(arch, options, _per_point_update(objective), 1, objective)
 
 
 def build_stock_rws(arch: Architecture, options: dict) -> Kernel:

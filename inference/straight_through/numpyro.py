@@ -15,8 +15,9 @@ from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.methods import Batch, Kernel
 from sbn_ppl.base.optimizers import optax_optimizer
 from sbn_ppl.base.params import SBNParams, generative_keys, recognition_keys
+from sbn_ppl.inference.shared.elbo.numpyro import elbo_estimate
 from sbn_ppl.inference.shared.gradient.numpyro import gradient_kernel
-from sbn_ppl.inference.shared.relaxation.numpyro import (draw_uniforms, elbo_bound, logistic, per_layer,
+from sbn_ppl.inference.shared.relaxation.numpyro import (draw_uniforms, logistic, per_layer,
                                                          straight_through_objective)
 
 BOUND_SAMPLES = 16  # single-sample ELBOs averaged by the method's bound
@@ -63,5 +64,5 @@ def build(arch: Architecture, options: dict) -> Kernel:
                                                               temperature)[0]
         return {k: -grads[k] for k in recognition_keys(arch)}
 
-    kernel = gradient_kernel(arch, start, update, lambda key, p, x: elbo_bound(key, arch, p, x, BOUND_SAMPLES))
+    kernel = gradient_kernel(arch, start, update, lambda key, p, x: elbo_estimate(key, arch, p, x, BOUND_SAMPLES))
     return kernel._replace(guide_gradient=guide_gradient)

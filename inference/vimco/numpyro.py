@@ -127,7 +127,8 @@ def build(arch: Architecture, options: dict) -> Kernel:
     """The VIMCO :class:`~sbn_ppl.base.methods.Kernel` for ``arch`` and the checked ``options``
     (``lr``, ``optimizer``, ``lr_half_life``, ``k``). ``init`` adds a recognition network at its
     default initialisation (seeded from the key) if ``params`` has none; ``bound`` is the
-    per-point K-sample bound ``L_n`` with the method's K (seeded); ``info`` is :class:`VIMCOInfo`."""
+    per-point K-sample bound ``L_n`` with the method's K (seeded); ``guide_gradient`` one draw of
+    the estimator in phi (ascent); ``info`` is :class:`VIMCOInfo`."""
     optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
     k = int(options["k"])
 
@@ -138,4 +139,10 @@ def build(arch: Architecture, options: dict) -> Kernel:
     def update(key, state: VIMCOState, batch: Batch):
         return vimco_step(key, state, batch.x, arch=arch, optimizer=optimizer, k=k)
 
-    return gradient_kernel(arch, start, update, lambda key, params, x: iwae_bound(key, arch, params, x, k))
+    def guide_gradient(key, state: VIMCOState, x):
+        """One draw of the VIMCO estimator in phi (ascent) on the batch ``x``."""
+        grads, _ = jax.grad(surrogate_loss, has_aux=True)(state.params, key, x, arch, k)
+        return {name: -grads[name] for name in recognition_keys(arch)}
+
+    return gradient_kernel(arch, start, update, lambda key, params, x: iwae_bound(key, arch, params, x, k),
+                           guide_gradient=guide_gradient)

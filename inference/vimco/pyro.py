@@ -16,14 +16,13 @@ from typing import NamedTuple
 
 import pyro.poutine as poutine
 import torch
-from pyro.infer.elbo import ELBO
 from pyro.infer.enum import get_importance_trace
-from pyro.util import warn_if_nan
 
 from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.methods import Batch, Kernel
-from sbn_ppl.inference.shared.gradient.pyro import GradientState, gradient_kernel, store_start
-from sbn_ppl.inference.shared.particles.pyro import effective_sample_size, log_mean_exp, per_point_log_prob
+from sbn_ppl.inference.shared.elbo.pyro import SurrogateELBO, densities
+from sbn_ppl.inference.shared.gradient.pyro import GradientState, gradient_kernel, loss_guide_gradient, store_start
+from sbn_ppl.inference.shared.particles.pyro import effective_sample_size, log_mean_exp
 from sbn_ppl.models import pyro_sbn
 
 # -- the estimator -------------------------------------------------------------------------
@@ -54,8 +53,10 @@ def vimco_surrogate(log_p: torch.Tensor, log_q: torch.Tensor):
     return bound + score, log_w.detach()
 
 
-class VIMCO(ELBO):
-    """VIMCO's K-sample objective with leave-one-out baselines, weighting per data point.
+class VIMCO(SurrogateELBO):
+    """VIMCO's K-sample objective with leave-one-out baselines, weighting per data point:
+    ``loss``, ``differentiable_loss`` and ``loss_and_grads`` (of ``-s sum_n S_n``, value ``-s
+    sum_n L_n``; :class:`~sbn_ppl.inference.shared.elbo.pyro.SurrogateELBO`'s).
 
     :param int num_particles: K >= 2, samples ``h ~ q(. | x)`` per data point.
     :param max_plate_nesting: the model's own plate nesting (1 for our SBN's default layout,
@@ -71,8 +72,7 @@ class VIMCO(ELBO):
             raise ValueError(f"VIMCO needs num_particles >= 2 (each sample's baseline is built from the "
                              f"others), got {num_particles!r}")
         super().__init__(num_particles=int(num_particles), max_plate_nesting=max_plate_nesting,
-                         vectorize_particles=True)
-        self.data_plate = data_plate
+                         data_plate=data_plate, vectorize_particles=True)
 
     def _get_trace(self, model, guide, args, kwargs):
         """The guide's trace (K particles; values detached: every site is scored, none
@@ -82,45 +82,20 @@ class VIMCO(ELBO):
     def _densities(self, model, guide, args, kwargs):
         """``log p(x_n, h_nk)`` and ``log q(h_nk | x_n)`` as ``(K, B)``, and the data scale ``s``."""
         (model_trace, guide_trace), = self._get_traces(model, guide, args, kwargs)
-        nesting = self.max_plate_nesting - 1  # the model's own, without the particle plate
-        log_p, scale = per_point_log_prob(model_trace, nesting, self.data_plate)
-        log_q, guide_scale = per_point_log_prob(guide_trace, nesting, self.data_plate)
-        if not math.isclose(scale, guide_scale, rel_tol=1e-6):
-            raise ValueError(f"the model's sites have scale {scale}, the guide's {guide_scale}: VIMCO's weights "
-                             "need the model and guide scaled alike")
-        log_p, log_q = torch.broadcast_tensors(log_p, log_q)
-        return log_p, log_q, scale
+        # the model's own nesting, without the particle plate
+        return densities(model_trace, guide_trace, self.max_plate_nesting - 1, self.data_plate)
 
-    def _loss(self, model, guide, args, kwargs):
-        """``(loss, log w)``: the loss ``-s sum_n S_n`` (differentiable) and ``log w`` ``(K, B)``."""
+    def _surrogate(self, model, guide, args, kwargs):
+        """``(sum_n S_n, log w (K, B), s)``: the loss is ``-s sum_n S_n``, its value ``-s sum_n L_n``."""
         log_p, log_q, scale = self._densities(model, guide, args, kwargs)
         surrogate, log_w = vimco_surrogate(log_p, log_q)
-        loss = -scale * surrogate.sum()
-        warn_if_nan(loss, "VIMCO loss")
-        return loss, log_w
+        return surrogate.sum(), log_w, scale
 
     def log_weights(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """``log w_nk = log p(x_n, h_nk) - log q(h_nk | x_n)``, ``h_nk ~ q``: ``(K, B)``, no gradient."""
         with torch.no_grad():
             log_p, log_q, _ = self._densities(model, guide, args, kwargs)
         return log_p - log_q
-
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """The loss ``-s sum_n L_n`` as a tensor whose gradient is VIMCO's (minus the ascent direction)."""
-        return self._loss(model, guide, args, kwargs)[0]
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        """``-s sum_n L_n``, without gradients."""
-        with torch.no_grad():
-            return self._loss(model, guide, args, kwargs)[0].item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        """``-s sum_n L_n``; ``.grad`` of every parameter (theta and phi) holds the gradient of
-        the one surrogate."""
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward(retain_graph=self.retain_graph)
-        return loss.item()
 
 
 # -- the method ----------------------------------------------------------------------------
@@ -134,7 +109,8 @@ class PyroVIMCOInfo(NamedTuple):
 def build(arch: Architecture, options: dict) -> Kernel:
     """VIMCO on the Pyro model and recognition guide, per-data-point weights, mini-batches in
     the data plate (one optimiser over theta and phi); ``info``: :class:`PyroVIMCOInfo`; its
-    bound: the K-sample bound ``L_n`` with the method's K."""
+    bound: the K-sample bound ``L_n`` with the method's K; ``guide_gradient``: one draw of the
+    estimator in phi."""
     objective = VIMCO(num_particles=options["k"], max_plate_nesting=1)
 
     def update(seed: int, state: GradientState, batch: Batch):
@@ -149,4 +125,8 @@ def build(arch: Architecture, options: dict) -> Kernel:
     def bound(state: GradientState, x):
         return log_mean_exp(objective.log_weights(pyro_sbn.model, pyro_sbn.recognition_guide, state.like, x))
 
-    return gradient_kernel(arch, store_start(arch, options), update, bound)
+    def loss(state: GradientState, model, guide, x):
+        return objective._loss(model, guide, (state.like, x), {})[0]
+
+    return gradient_kernel(arch, store_start(arch, options), update, bound,
+                           guide_gradient=loss_guide_gradient(arch, loss))

@@ -88,6 +88,10 @@ class CompareConfig:
     curve_ais_chains: int = _f(4, "AIS chains per point of such a learning-curve point", (int,))
     bdmc_points: int = _f(100, "ais: points simulated from each fitted model for the bidirectional Monte Carlo "
                                "sandwich that bounds AIS's gap at its schedule (0: none)", (int,))
+    gradient_variance_draws: int = _f(0, "draws of each method's recognition-network gradient at every scored "
+                                         "checkpoint, on one fixed training batch: their total variance goes in the "
+                                         "curve, the records and gradient_variance.png (0, the default: off; else "
+                                         ">= 2)", (int,))
     tune: Any = _f(None, "a grid per method, chosen on the validation split: 'lr=3e-4,1e-3,3e-3' (several options: "
                          "'lr=1e-3,3e-3;k=5,10'; in TOML a table of lists)", (str, dict))
     executor: str = _f("sequential", "where the cells (method, seed, tuning point) run: sequential (here, in turn) "

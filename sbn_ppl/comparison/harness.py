@@ -52,6 +52,7 @@ from sbn_ppl.inference import backends_of, get_method, method_names
 from sbn_ppl.base.methods import BACKENDS, Method
 import sbn_ppl.comparison.executors as executors
 from sbn_ppl.comparison.executors import Cell
+from sbn_ppl.comparison.gradient_variance import GRADIENT_SUBSET_SEED, guide_gradient_variance
 from sbn_ppl.base.params import SBNParams
 from sbn_ppl.yardstick import LogLikelihood, posthoc_guide, score
 
@@ -183,12 +184,17 @@ class _Comparison:
         self.chosen = method_options(self.planned, options)  # every method's options, checked before any trains
         self.methods = {(m.name, m.backend): m for m in self.planned}
         self.grid = tuning_grid(config.tune)
-        self.points = tuning_points(self.grid)
+        unused = sorted(k for k in self.grid if not any(k in m.defaults for m in self.planned))
+        if unused:
+            raise ValueError(f"tune: no method compared takes option(s) {', '.join(unused)}")
+        # each method's grid: the tuned options it takes (one point, (), when it takes none)
+        self.points = {key: tuning_points({k: v for k, v in self.grid.items() if k in m.defaults})
+                       for key, m in self.methods.items()}
         if self.grid and self.dataset.valid is None:
             raise ValueError(f"tune chooses by the validation split, and {config.data!r} has none; give a data set "
                              "with one (e.g. binarized-mnist), never the test split")
         for m in self.planned:  # every grid point's options checked before any method trains
-            for point in self.points:
+            for point in self.points[(m.name, m.backend)]:
                 self._options(m, point)
         _check_count("curve_ais_temperatures", config.curve_ais_temperatures)
         _check_count("curve_ais_chains", config.curve_ais_chains)
@@ -212,6 +218,12 @@ class _Comparison:
             train_points = len(self.test_x)  # sampling estimators on every training point: minutes a method
         self.train_x = (random_subset(self.dataset.train, train_points, CURVE_SUBSET_SEED)
                         if train_points else self.dataset.train)
+        draws = config.gradient_variance_draws
+        if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 0 or draws == 1:
+            raise ValueError(f"gradient_variance_draws must be 0 (off) or a whole number >= 2, got {draws!r}")
+        # the gradient-variance diagnostic's batch: one seeded subset of the training set, every method's
+        self.gradient_x = (random_subset(self.dataset.train, min(config.batch_size, len(self.dataset.train)),
+                                         GRADIENT_SUBSET_SEED) if draws else None)
         self.out = config.out if _is_writer() else None  # a multi-process run: only process 0 writes files
 
     def _check_devices(self, devices) -> None:
@@ -234,7 +246,8 @@ class _Comparison:
         """What results.json records (and --resume reads back)."""
         c = self.c
         return _normalised({
-            **{k: v for k, v in c.as_dict().items() if k not in ("progress", "resume", "out", "overwrite")},
+            **{k: v for k, v in c.as_dict().items() if k not in ("progress", "resume", "out", "overwrite")
+               and not (k == "gradient_variance_draws" and not v)},  # off: the settings as before the option
             "arch": "-".join(map(str, self.arch.sizes)), "connectivity": self.arch.connectivity,
             "methods": [m.label for m in self.planned], "seeds": self.seeds,
             "train_size": len(self.dataset.train), "test_size": len(self.dataset.test),
@@ -275,7 +288,7 @@ class _Comparison:
                              "--overwrite to replace it (or choose another --out)")
         for m in self.planned:
             for seed in self.seeds:
-                for point in self.points:  # a link out of the folder: refused
+                for point in self.points[(m.name, m.backend)]:  # a link out of the folder: refused
                     own_path(out, os.path.basename(self._method_dir(m, seed, point)))
         if self.c.overwrite and not self.c.resume:
             _clear(out)
@@ -289,7 +302,7 @@ class _Comparison:
     def cells(self) -> list[Cell]:
         """Every (method, backend, seed, tuning point) this comparison runs, in order."""
         return [Cell(m.name, m.backend, seed, point) for seed in self.seeds for m in self.planned
-                for point in self.points]
+                for point in self.points[(m.name, m.backend)]]
 
     def _run(self, previous: dict[tuple, dict]) -> list[dict]:
         settings = self.settings()
@@ -435,11 +448,24 @@ class _Comparison:
             return {"test_log_likelihood": ll.mean, "test_stderr": ll.mean_stderr, **extra,
                     **({"stop": True} if stop else {})}
 
+        running: dict[str, Any] = {}  # the runner (fit's on_start): its current state at each checkpoint
+
+        def gradient_point(step: int) -> dict:
+            """The guide gradient's total variance at the runner's current state (if asked for)."""
+            if self.gradient_x is None or "runner" not in running:
+                return {}
+            return guide_gradient_variance(running["runner"], self.gradient_x, self.c.gradient_variance_draws,
+                                           seed, step)
+
+        def on_start(runner):
+            running["runner"] = runner
+            start.update(gradient_point(0))
+
         def on_checkpoint(params, rec):
             if not budget.scores_at(rec, scored[0]):
                 return {}
             scored[0] = rec["seconds"]
-            return curve_point(params, rec["step"])
+            return {**curve_point(params, rec["step"]), **gradient_point(rec["step"])}
 
         def on_finish(runner):
             with _one_blas_thread():
@@ -454,12 +480,13 @@ class _Comparison:
             fit_budget, every, every_seconds = budget.fit_arguments(len(self.dataset.train), self.c.batch_size)
             result = fit(m, params0, self.dataset.train, budget=fit_budget,
                          checkpointing=Checkpointing(every, every_seconds, out=method_dir, overwrite=True,
-                                                     on_checkpoint=on_checkpoint),
+                                                     on_checkpoint=on_checkpoint, on_start=on_start),
                          seed=seed, options=opts, batch_size=self.c.batch_size, progress=self.c.progress,
                          on_finish=on_finish, devices=self._devices(m), data=self.dataset.name)
             last = result.metrics[-1]
             if "test_log_likelihood" not in last:  # the curve always ends with a scored point
                 last.update({k: v for k, v in curve_point(result.params, int(last["step"])).items() if k != "stop"})
+                last.update(gradient_point(int(last["step"])))  # the runner holds the last step's state
             record.update(steps=int(last["step"]), epochs=last["epoch"], seconds=last["seconds"],
                           steps_per_second=last["step"] / last["seconds"] if last["seconds"] > 0 else None,
                           objective=last.get("objective"))
@@ -486,6 +513,8 @@ class _Comparison:
                     f"selected checkpoint (step {record['selected_step']})"]
                 bound = None
             record.update(bound=bound, params=saved, curve=[start] + result.metrics, error=None)
+            if "guide_gradient_variance" in last:
+                record["guide_gradient_variance"] = last["guide_gradient_variance"]
         except Exception as e:  # noqa: BLE001 - one method failing must not lose the others' results
             record.update({k: None for k in reporting.CSV_FIELDS if k not in record}, curve=[],
                           error=f"{type(e).__name__}: {e}".splitlines()[0])
@@ -701,8 +730,15 @@ def _read_results(out: str) -> dict | None:
     """``out/results.json``, every record checked (:func:`reporting.read_results`), or ``None``."""
     if not os.path.exists(os.path.join(out, "results.json")):
         return None
-    config, records = reporting.read_results(out, advice="start afresh with --overwrite (or choose another --out)")
-    return {"config": config, "records": records}
+    advice = "start afresh with --overwrite (or choose another --out)"
+    config, records = reporting.read_results(out, advice=advice)
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+        grid = json.load(f).get("grid") or []  # a tuned run: every grid point's record, the unchosen too
+    for i, r in enumerate(grid):
+        problem = reporting.check_record(r)
+        if problem:
+            raise ValueError(f"{os.path.join(out, 'results.json')}: grid record {i} {problem}; {advice}")
+    return {"config": config, "records": records, **({"grid": grid} if grid else {})}
 
 
 def _previous_records(out: str, config: dict) -> dict[tuple, dict]:

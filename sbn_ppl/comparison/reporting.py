@@ -35,6 +35,7 @@ CSV_FIELDS = (
     "test_posthoc_log_likelihood", "test_is_log_likelihood", "test_is_stderr",
     "test_is_khat", "test_is_ess", "train_log_likelihood", "bound", "kl_q_p", "warnings", "params", "error",
 )
+OPTIONAL_CSV_FIELDS = ("guide_gradient_variance",)  # columns only where some record has them (a diagnostic's)
 MERGEABLE = ("methods", "seeds", "seed")  # the settings in which merged runs may differ
 RELATIVE_RANGE = (-5.0, 0.5)  # nats around the best final value shown by the relative panels
 FILES = ("results.csv", "learning_curves.png", "report.md")
@@ -191,12 +192,14 @@ def _num(value, digits: int = 2) -> str:
 
 # -- results.csv -------------------------------------------------------------------------------
 def csv_text(records: Sequence[Mapping[str, Any]]) -> str:
-    """Long form: one row per record (method, backend, seed), the fields of ``CSV_FIELDS``."""
+    """Long form: one row per record (method, backend, seed), the fields of ``CSV_FIELDS`` (and
+    of ``OPTIONAL_CSV_FIELDS`` that some record has)."""
+    fields = CSV_FIELDS + tuple(k for k in OPTIONAL_CSV_FIELDS if any(r.get(k) is not None for r in records))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in records:
-        row = {k: ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS}
+        row = {k: ("" if r.get(k) is None else r.get(k)) for k in fields}
         row["warnings"] = "; ".join(map(str, r.get("warnings") or []))
         writer.writerow(row)
     return buffer.getvalue()
@@ -311,6 +314,61 @@ def _colours(names: Sequence[str]) -> dict[str, Any]:
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
+# -- gradient_variance.png ---------------------------------------------------------------------
+def has_gradient_variance(records: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether some run recorded the guide gradient's variance (``gradient_variance_draws``)."""
+    return any(p.get("guide_gradient_variance") is not None for r in records for p in r.get("curve") or [])
+
+
+def plot_gradient_variance(path: str, records: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> None:
+    """The total variance of each method's recognition-network gradient (the sum over the
+    guide's coordinates of the per-coordinate variance over repeated draws on one fixed
+    training batch) at the scored checkpoints, log scale, against steps (symlog, so step 0
+    shows): one colour per method, one line per seed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    lines: dict[str, list] = {}
+    for r in records:
+        points = [(float(p["step"]), float(p["guide_gradient_variance"])) for p in r.get("curve") or []
+                  if p.get("guide_gradient_variance") is not None]
+        if points and not r.get("error"):
+            lines.setdefault(label(r), []).append(points)
+    colours = _colours(list(lines))
+    fig = Figure(figsize=(9, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    smallest = min((s for runs in lines.values() for run in runs for s, _ in run if s > 0), default=1.0)
+    for name, runs in lines.items():
+        for i, run in enumerate(runs):
+            steps, variance = zip(*run)
+            ax.plot(steps, variance, color=colours[name], marker="o", markersize=3, linewidth=1.4,
+                    label=name if i == 0 else None)
+    ax.set_yscale("log")
+    ax.set_xscale("symlog", linthresh=smallest)
+    ax.set_xlabel("steps")
+    ax.set_ylabel("total variance of the guide's gradient (sum over coordinates)")
+    ax.grid(alpha=0.3, which="both")
+    if lines:
+        fig.legend(loc="outside right center", fontsize=8)
+    fig.suptitle(f"{config.get('data')}, {config.get('arch')}: variance of the recognition network's gradient, "
+                 f"{config.get('gradient_variance_draws')} draws on one fixed training batch", fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    write_atomic(path, buffer.getvalue())
+
+
+def _gradient_variance_section(records: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> list[str]:
+    if not has_gradient_variance(records):
+        return []
+    return ["## Gradient variance", "", "![gradient variance](gradient_variance.png)", "",
+            f"At each scored checkpoint, {config.get('gradient_variance_draws')} draws of each method's estimate of "
+            "its recognition network's gradient (the per-point average on one fixed, seeded batch of training "
+            "points, the same for every method; each method's own step direction) at its current state; plotted: "
+            "the sum over the guide's coordinates of each coordinate's variance over the draws, on a log scale. "
+            "Methods without a recognition network have none.", ""]
+
+
 # -- report.md ---------------------------------------------------------------------------------
 def report_markdown(config: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
                     quality_gap: float = QUALITY_GAP, plot: str = "learning_curves.png") -> str:
@@ -342,6 +400,7 @@ def report_markdown(config: Mapping[str, Any], records: Sequence[Mapping[str, An
         f"nats with clipped points marked ▼ ▲; the dashed line is the time-to-quality threshold "
         f"({quality_gap:g} nats below).",
         "",
+        *_gradient_variance_section(records, config),
         *_tuning_section(records),
         *_bdmc_section(records),
         "## Every run",
@@ -365,7 +424,8 @@ def report_markdown(config: Mapping[str, Any], records: Sequence[Mapping[str, An
 def _tuning_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """Under ``tune``: each method's grid, every point's mean validation score over seeds, the
     chosen point (by validation only), and the selection's cost in training seconds."""
-    tuned = {(r["method"], r["backend"]): r["tuned"] for r in records if r.get("tuned")}
+    tuned = {(r["method"], r["backend"]): r["tuned"] for r in records
+             if r.get("tuned") and any(g["point"] for g in r["tuned"]["grid"])}  # a method that takes no grid option
     if not tuned:
         return []
     lines = ["## Tuning (chosen on the validation split)", "",
@@ -476,6 +536,8 @@ def write_results(out: str, config: Mapping[str, Any], records: Sequence[Mapping
 def _render(out: str, config: Mapping[str, Any], records: Sequence[Mapping[str, Any]], quality_gap: float) -> str:
     write_atomic(os.path.join(out, "results.csv"), csv_text(records))
     plot_learning_curves(os.path.join(out, "learning_curves.png"), records, config, quality_gap)
+    if has_gradient_variance(records):
+        plot_gradient_variance(os.path.join(out, "gradient_variance.png"), records, config)
     text = report_markdown(config, records, quality_gap)
     write_atomic(os.path.join(out, "report.md"), text)
     return text
@@ -537,7 +599,8 @@ def read_results(folder: str, advice: str = "re-create it with sbn-ppl compare")
 # one, a count, a string, a list of strings, a list of finite numbers, a mapping.
 _FINITE = ("objective", "test_log_likelihood", "test_own_guide_log_likelihood", "test_posthoc_log_likelihood",
            "test_is_log_likelihood", "train_log_likelihood", "bound", "kl_q_p", "test_is_khat")
-_NON_NEGATIVE = ("epochs", "seconds", "steps_per_second", "test_stderr", "test_is_stderr", "test_is_ess")
+_NON_NEGATIVE = ("epochs", "seconds", "steps_per_second", "test_stderr", "test_is_stderr", "test_is_ess",
+                 "guide_gradient_variance")
 _COUNTS = ("steps", "selected_step", "seed")
 _STRINGS = ("guide", "test_estimator", "test_guide", "params", "error")
 

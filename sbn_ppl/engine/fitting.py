@@ -100,6 +100,9 @@ class Checkpointing:
     :param resume: continue the run ``out`` holds (its manifest must match this run's).
     :param on_checkpoint: ``on_checkpoint(params, record) -> dict | None``, merged into the
         checkpoint's record; ``"stop": True`` in it ends training there (early stopping).
+    :param on_start: ``on_start(runner)``, called once before the first step (after a resumed
+        state is loaded); the runner's ``state`` and ``kernel`` are then the method's current
+        ones at every ``on_checkpoint`` (the gradient-variance diagnostic draws from them).
     """
 
     every: int | None = DEFAULT_CHECKPOINT_EVERY
@@ -108,6 +111,7 @@ class Checkpointing:
     overwrite: bool = False
     resume: bool = False
     on_checkpoint: Callable[[SBNParams, dict], dict | None] | None = None
+    on_start: Callable[[Any], None] | None = None
 
     def check(self) -> None:
         if self.every is not None and (isinstance(self.every, bool) or int(self.every) != self.every or self.every < 1):
@@ -265,6 +269,8 @@ def _train(run: _Run, params: SBNParams, at: _Progress) -> FitResult:
         _say(run.progress and rundir is not None, f"{rundir.out if rundir else ''}: resuming at step {done}" + (
             " with the method's saved state (an exact continuation)" if exact else
             " from the saved parameters (this backend's optimiser and per-data-point state start afresh)"))
+    if run.ckpt.on_start is not None:
+        run.ckpt.on_start(runner)
     per_epoch = steps_per_epoch(len(run.train), runner.batch_size)
     clock = _Clock(run.ckpt.every, run.ckpt.seconds, runner)
     last_good: SBNParams | None = params

@@ -137,3 +137,18 @@ def guide_gradient_draw(name: str, backend: str, x: np.ndarray) -> dict:
         with runner.scope():
             return runner.kernel.guide_gradient(key, state, x)
     return runner.kernel.guide_gradient(key, state, x)
+
+
+def assert_a_short_fit_raises_the_elbo(name: str, backend: str, steps: int) -> None:
+    """:func:`fit_gain`: the held-out ELBO rises by more than 1 nat in ``steps`` steps."""
+    before, after = fit_gain(name, backend, steps)
+    assert after > before + 1.0, (before, after)
+
+
+def assert_the_kernel_draws_the_guide_gradient(name: str, backend: str) -> None:
+    """:func:`guide_gradient_draw` on the layered net's data: one finite array per ``q_`` array
+    of the net, of its shape."""
+    grads = guide_gradient_draw(name, backend, data("layered"))
+    params = net("layered")
+    assert set(grads) == {k for k in params if k.startswith("q_")}
+    assert all(np.shape(grads[k]) == params[k].shape and np.all(np.isfinite(grads[k])) for k in grads)

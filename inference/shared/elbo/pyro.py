@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import Bernoulli, Independent
@@ -26,7 +25,7 @@ from pyro.util import check_model_guide_match, warn_if_nan
 
 from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.methods import Batch, Kernel
-from sbn_ppl.inference.shared.gradient.pyro import GradientState, as_data, gradient_kernel, store_start
+from sbn_ppl.inference.shared.gradient.pyro import GradientState, gradient_kernel, loss_guide_gradient, store_start
 from sbn_ppl.inference.shared.particles.pyro import in_particles, particle_traces, per_point_log_prob
 from sbn_ppl.models import pyro_sbn
 
@@ -35,17 +34,22 @@ BOUND_SAMPLES = 10  # the methods' own bound: per data point, the mean of f over
 
 class SurrogateELBO(ELBO):
     """A loss whose value is ``-s sum_n ELBO_n`` (an unbiased estimate; ``s`` the data plate's
-    scale) and whose gradient is minus a method's estimator, from ``_surrogate``.
+    scale; VIMCO's: its K-sample bound) and whose gradient is minus a method's estimator, from
+    ``_surrogate``.
 
     :param max_plate_nesting: the model's own plate nesting (1 for our SBN's default layout);
         guessed by one run of the guide and model when left infinite.
     :param str data_plate: the plate whose members are the data points; every sample site
         must sit inside it.
+    :param vectorize_particles: Pyro's particle plate (``ELBO``'s own; then ``max_plate_nesting``
+        counts it), for a subclass that draws its particles through ``_get_traces``.
     """
 
-    def __init__(self, num_particles: int = 1, max_plate_nesting: float = float("inf"), data_plate: str = "data"):
+    def __init__(self, num_particles: int = 1, max_plate_nesting: float = float("inf"), data_plate: str = "data",
+                 vectorize_particles: bool = False):
         # the particle or branch plate is our own, so Pyro's max_plate_nesting stays the model's own
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=vectorize_particles)
         self.data_plate = data_plate
 
     def _surrogate(self, model, guide, args, kwargs):
@@ -85,8 +89,9 @@ class SurrogateELBO(ELBO):
         return loss.item()
 
 
-def densities(model_trace, guide_trace, nesting: int, data_plate: str):
-    """``log p (P, B)`` (with theta's gradient), ``log q (P, B)`` and the one scale of both."""
+def densities(model_trace, guide_trace, nesting: int, data_plate: str | None):
+    """``log p (P, B)`` (with theta's gradient), ``log q (P, B)`` and the one scale of both
+    (``data_plate`` ``None``: the whole batch as one observation)."""
     log_p, scale = per_point_log_prob(model_trace, nesting, data_plate)
     log_q, guide_scale = per_point_log_prob(guide_trace, nesting, data_plate)
     if not math.isclose(scale, guide_scale, rel_tol=1e-6):
@@ -249,18 +254,8 @@ def surrogate_kernel(arch: Architecture, options: dict, objective: SurrogateELBO
     def bound(state: GradientState, x):
         return elbo_estimate(state.like, x)
 
-    def guide_gradient(seed: int, state: GradientState, x):
-        x = as_data(x, arch)
-        scale = 1.0 / len(x)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            loss, _ = objective._loss(poutine.scale(pyro_sbn.model, scale),
-                                      poutine.scale(pyro_sbn.recognition_guide, scale), (state.like, x), {})
-        store = pyro.get_param_store()
-        names = [k for k in state.like if k.startswith("q_")]
-        tensors = [store[k].unconstrained() for k in names]
-        grads = torch.autograd.grad(loss, tensors)
-        return {k: -g.detach().numpy().copy() for k, g in zip(names, grads)}
+    def loss(state: GradientState, model, guide, x):
+        return objective._loss(model, guide, (state.like, x), {})[0]
 
-    kernel = gradient_kernel(arch, store_start(arch, options), update, bound)
-    return kernel._replace(guide_gradient=guide_gradient)
+    return gradient_kernel(arch, store_start(arch, options), update, bound,
+                           guide_gradient=loss_guide_gradient(arch, loss))

@@ -31,7 +31,7 @@ class GradientState(NamedTuple):
 
 def gradient_kernel(arch: Architecture, start: Callable, update: Callable, bound: Callable | None = None, *,
                     params_of: Callable = lambda trained: trained.params, data_axes: Callable | None = None,
-                    chunk: int = 1000) -> Kernel:
+                    guide_gradient: Callable | None = None, chunk: int = 1000) -> Kernel:
     """The :class:`Kernel` of a gradient method on ``arch``.
 
     :param start: ``start(key, params, train) -> (trained, bound_key)``: the method's arrays
@@ -45,6 +45,9 @@ def gradient_kernel(arch: Architecture, start: Callable, update: Callable, bound
     :param params_of: the generative and guide arrays (a dict) of ``trained``.
     :param data_axes: for per-training-case state, ``data_axes(trained)`` (see
         :class:`~sbn_ppl.base.methods.Kernel`).
+    :param guide_gradient: ``guide_gradient(key, trained, x) -> {q_ name: array}``: one draw of
+        the method's estimator of the guide's gradient (its step direction, ascent) on a batch
+        ``x`` ``(B, D)``, jittable; jitted here as the kernel's ``guide_gradient``. ``None``: none.
     """
 
     def init(key, params: SBNParams, train=None) -> GradientState:
@@ -66,4 +69,10 @@ def gradient_kernel(arch: Architecture, start: Callable, update: Callable, bound
                          x, chunk)
 
     axes = None if data_axes is None else (lambda state: GradientState(data_axes(state.trained), None))
-    return Kernel(init, step, get_params, None if bound is None else bound_, axes)
+    drawn = None if guide_gradient is None else jax.jit(guide_gradient)
+
+    def guide_gradient_(key, state: GradientState, x):
+        return drawn(key, state.trained, jnp.asarray(x))
+
+    return Kernel(init, step, get_params, None if bound is None else bound_, axes,
+                  None if guide_gradient is None else guide_gradient_)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 import pyro
+import pyro.poutine as poutine
 import torch
 
 from sbn_ppl.base.architecture import Architecture
@@ -85,8 +86,31 @@ def store_start(arch: Architecture, options: dict, *, guide: str = "recognition"
     return start
 
 
+def loss_guide_gradient(arch: Architecture, loss: Callable, guide: str = "recognition") -> Callable:
+    """``guide_gradient(seed, state, x) -> {name: array}`` of a method whose step descends
+    ``loss(state, model, guide, x)``: a scalar tensor, the method's loss on the rows ``x`` with
+    the Pyro model and recognition guide given scaled by ``1/B`` (a mean per data point). One
+    draw of minus its gradient in ``guide``'s arrays (the step direction, ascent), on a torch
+    stream seeded by ``seed`` (the caller's left as it was); the ``.grad`` of the param store's
+    tensors are not touched. Run it in the runner's param-store scope."""
+    names = _GUIDE_KEYS[guide](arch)
+
+    def guide_gradient(seed: int, state: GradientState, x) -> dict:
+        x = as_data(x, arch)
+        scale = 1.0 / len(x)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            value = loss(state, poutine.scale(pyro_sbn.model, scale), poutine.scale(pyro_sbn.recognition_guide, scale),
+                         x)
+        store = pyro.get_param_store()
+        grads = torch.autograd.grad(value, [store[k].unconstrained() for k in names])
+        return {k: -g.detach().numpy().copy() for k, g in zip(names, grads)}
+
+    return guide_gradient
+
+
 def gradient_kernel(arch: Architecture, start: Callable, update: Callable, bound: Callable | None = None, *,
-                    chunk: int = 1000) -> Kernel:
+                    guide_gradient: Callable | None = None, chunk: int = 1000) -> Kernel:
     """The :class:`Kernel` of a Pyro gradient method on ``arch``.
 
     :param start: ``start(seed, params, train) -> GradientState`` (:func:`store_start`).
@@ -96,6 +120,7 @@ def gradient_kernel(arch: Architecture, start: Callable, update: Callable, bound
     :param bound: ``bound(state, x) -> (B,)`` tensor: the per-point bound on rows ``x``
         ``(B, D)``, run ``chunk`` rows at a time on the kernel's own torch RNG stream, seeded
         by ``state.seed + 1`` (the caller's stream is left as it was). ``None``: no bound.
+    :param guide_gradient: the kernel's ``guide_gradient(seed, state, x)`` (:func:`loss_guide_gradient`).
     """
 
     def step(seed: int, state: GradientState, batch: Batch):
@@ -115,4 +140,4 @@ def gradient_kernel(arch: Architecture, start: Callable, update: Callable, bound
             out = [bound(state, x[s:s + chunk]) for s in range(0, len(x), chunk)]
         return torch.cat(out).double().numpy()
 
-    return Kernel(start, step, get_params, None if bound is None else seeded_bound)
+    return Kernel(start, step, get_params, None if bound is None else seeded_bound, guide_gradient=guide_gradient)

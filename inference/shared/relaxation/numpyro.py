@@ -18,9 +18,9 @@ from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.methods import Batch, Kernel
 from sbn_ppl.base.optimizers import optax_optimizer
 from sbn_ppl.base.params import SBNParams, generative_keys, recognition_keys
+from sbn_ppl.inference.shared.elbo.numpyro import elbo_estimate
 from sbn_ppl.inference.shared.gradient.numpyro import gradient_kernel
 from sbn_ppl.models.numpyro_sbn import bernoulli_log_prob, log_joint, preactivation, recognition_logits
-from sbn_ppl.inference.shared.particles.numpyro import sample_guide
 
 sg = jax.lax.stop_gradient
 
@@ -159,14 +159,6 @@ def straight_through_objective(arch: Architecture, params, x, noise, temperature
     return relaxed_log_joint(arch, params, layers) - log_q
 
 
-def elbo_bound(key, arch: Architecture, params, x, samples: int):
-    """Per data point the mean of ``samples`` single-sample ELBOs ``log p(x, h) - log q(h | x)``,
-    ``h ~ q(. | x)`` (the discrete recognition network): an unbiased estimate of the ELBO,
-    a lower bound on ``log p(x)``, ``(B,)``."""
-    layers, log_q = sample_guide(key, arch, params, x, (samples,))
-    return (log_joint(arch, params, layers) - log_q).mean(0)
-
-
 # -- REBAR's and RELAX's estimator ---------------------------------------------------------------
 
 
@@ -281,5 +273,5 @@ def control_variate_kernel(arch: Architecture, options: dict, initial_cv, contro
         grads = estimator(arch, state.trained, key, jnp.asarray(x), control_of)[0]
         return {k: -grads[k] for k in recognition_keys(arch)}
 
-    kernel = gradient_kernel(arch, start, update, lambda key, p, x: elbo_bound(key, arch, p, x, BOUND_SAMPLES))
+    kernel = gradient_kernel(arch, start, update, lambda key, p, x: elbo_estimate(key, arch, p, x, BOUND_SAMPLES))
     return kernel._replace(guide_gradient=guide_gradient)

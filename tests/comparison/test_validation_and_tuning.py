@@ -1,0 +1,180 @@
+"""Issue 21's acceptance, on tiny nets with a validation split: ``tune`` chooses each method's
+grid point on the validation split only (a planted point that wins on test loses), every
+method has a learning curve (AIS where it has no guide to importance-sample with), and
+``select="best"`` and ``patience`` act on Gibbs and the fixed point as on the rest."""
+import json
+
+import numpy as np
+import pytest
+
+from sbn_ppl import compare, inference
+from sbn_ppl.base.data import load_file, synthetic
+from sbn_ppl.base.methods import Entry, Kernel
+from sbn_ppl.base.options import Option
+
+ARCH = "16-4-2"
+RUNS = []  # the options of every run of the planted toy method (nothing trains before a refusal)
+
+
+def splits_file(path, valid_mean=None, test_mean=None, seed=0):
+    """An ``.npz`` with ``train``, ``valid`` and ``test``: a teacher SBN's samples (``synthetic``),
+    split in three. ``valid_mean``/``test_mean`` (a probability per pixel, or a function of the
+    training means giving one) replace that split by independent pixels, each on with that
+    probability: a split unlike the training data."""
+    data = synthetic(ARCH, seed, n_train=300, n_test=200)
+    rng = np.random.default_rng(seed + 7)
+    valid, test = data.test[:100], data.test[100:]
+
+    def independent(like, mean):
+        mean = mean(data.train.mean(0)) if callable(mean) else mean
+        return (rng.random(like.shape) < mean).astype(np.float32)
+
+    if valid_mean is not None:
+        valid = independent(valid, valid_mean)
+    if test_mean is not None:
+        test = independent(test, test_mean)
+    np.savez(path, train=data.train, valid=valid, test=test)
+    return str(path)
+
+
+def any_float(value, name):
+    """The toy's ``bias``: any finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def planted(arch, options) -> Kernel:
+    """Test-only: every visible bias set to ``bias`` (the weights zeroed), whatever the data:
+    ``p(x_d = 1) = sigmoid(bias)`` for every pixel, independently."""
+    def init(key, params, train):
+        RUNS.append(dict(options))
+        return params.generative()
+
+    def step(key, params, batch):
+        zeroed = {k: np.zeros_like(v) for k, v in params.items() if k.startswith("W_")}
+        return params.replace(b_0=np.full(arch.sizes[0], options["bias"]), **zeroed), {"objective": 0.0}
+
+    return Kernel(init, step, lambda p: p)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """The planted toy method, registered like a real one."""
+    entry = Entry("planted", "numpyro", __name__, "planted", (Option("bias", 0.0, any_float, "visible bias"),),
+                  "toy: visible biases set to an option", jit=False)
+    monkeypatch.setitem(inference._REGISTRY, ("planted", "numpyro"), (None, entry))
+    RUNS.clear()
+
+
+QUIET = dict(progress=False, seed=0)
+
+
+# -- 1. tuning chooses on the validation split only ---------------------------------------------
+def test_tune_chooses_on_validation_even_where_another_point_wins_on_test(toy, tmp_path):
+    # validation pixels are mostly on, test pixels mostly off: bias=+2 wins on validation, -2 on test
+    data = splits_file(tmp_path / "d.npz", valid_mean=0.85, test_mean=0.15)
+    out = tmp_path / "run"
+    records = compare(data, ARCH, methods="planted", steps=4, checkpoints=2, batch_size=50, tune="bias=-2,2",
+                      out=str(out), **QUIET)
+    assert len(records) == 1 and records[0]["tuning"] == {"bias": 2}
+    tuned = records[0]["tuned"]
+    assert tuned["chosen"] == {"bias": 2} and tuned["selection_seconds"] >= 0
+    scores = {g["point"]["bias"]: g["validation_log_likelihood"] for g in tuned["grid"]}
+    assert set(scores) == {-2, 2} and scores[2] > scores[-2]
+
+    with open(out / "results.json") as f:
+        saved = json.load(f)
+    assert [r["tuning"] for r in saved["records"]] == [{"bias": 2}]
+    grid = {r["tuning"]["bias"]: r for r in saved["grid"]}
+    assert set(grid) == {-2, 2}
+    # the plant: the point not chosen is the better one on the test split
+    assert grid[-2]["test_log_likelihood"] > grid[2]["test_log_likelihood"] + 1.0
+    for bias, r in grid.items():  # every grid point's validation score is its curve's (the last point)
+        assert r["curve"][-1]["test_log_likelihood"] == pytest.approx(scores[bias])
+    report = (out / "report.md").read_text()
+    assert "## Tuning (chosen on the validation split)" in report
+    assert "| planted | numpyro | bias=2 |" in report and "**chosen**" in report and "Selection cost:" in report
+
+    # the grid's cells resume like seeds: nothing runs again, the same point is chosen
+    RUNS.clear()
+    again = compare(out=str(out), resume=True, progress=False)
+    assert RUNS == [] and again == records
+
+
+def test_each_method_is_tuned_over_the_options_it_takes(toy, tmp_path):
+    # gibbs has no option 'bias': it runs once, at its own options; planted runs at both points
+    data = splits_file(tmp_path / "d.npz", valid_mean=0.85, test_mean=0.15)
+    records = compare(data, ARCH, methods="planted,gibbs", steps=2, checkpoints=1, batch_size=50, tune="bias=-2,2",
+                      lr=0.01, out=str(tmp_path / "run"), **QUIET)
+    assert [(r["method"], r.get("tuning")) for r in records] == [("planted", {"bias": 2}), ("gibbs", None)]
+    assert records[1]["tuned"]["chosen"] == {} and len(records[1]["tuned"]["grid"]) == 1
+    assert [run["bias"] for run in RUNS] == [-2, 2]
+    with open(tmp_path / "run" / "results.json") as f:
+        assert len(json.load(f)["grid"]) == 3
+
+
+def test_tune_without_a_validation_split_is_refused_before_any_training(toy, tmp_path):
+    with pytest.raises(ValueError, match="tune chooses by the validation split"):
+        compare("synthetic:16-4-2:0", methods="planted", steps=2, tune="bias=-1,1", out=str(tmp_path / "r"),
+                **QUIET)
+    assert RUNS == [] and not (tmp_path / "r").exists()
+
+
+def test_an_invalid_grid_value_is_refused_before_any_training(toy, tmp_path):
+    data = splits_file(tmp_path / "d.npz")
+    with pytest.raises(ValueError, match="bias must be a finite number, got 'x'"):
+        compare(data, ARCH, methods="planted", steps=2, tune="bias=1,x", out=str(tmp_path / "r"), **QUIET)
+    with pytest.raises(ValueError, match="no method compared takes option.s. bais"):
+        compare(data, ARCH, methods="planted", steps=2, tune="bais=1,2", out=str(tmp_path / "r"), **QUIET)
+    with pytest.raises(ValueError, match="sweeps must be an integer >= 1, got 0"):
+        compare(data, ARCH, methods="gibbs", steps=2, tune="sweeps=1,0", out=str(tmp_path / "r"), **QUIET)
+    assert RUNS == [] and not (tmp_path / "r").exists()
+
+
+# -- 2. a validation curve for every method, and select="best" on it ----------------------------
+def curve_settings(**extra):
+    """Gibbs and the fixed point under the ``is`` yardstick (no guide: AIS curve points), tiny,
+    from visible biases at 0 (``data_bias=False``) with a learning rate that moves them fast."""
+    return {**dict(estimator="is", steps=40, checkpoints=4, batch_size=50, curve_points=30, curve_ais_temperatures=20,
+                   curve_ais_chains=2, posthoc_steps=0, test_points=20, data_bias=False, lr=0.03, **QUIET), **extra}
+
+
+@pytest.fixture(scope="module")
+def overfitting_data(tmp_path_factory):
+    """Validation pixels independent, each on with probability halfway between 1/2 (the start:
+    ``data_bias=False``, tiny weights) and its training mean: as training moves the visible
+    biases from 0 towards the training data, the validation curve rises, then falls."""
+    path = tmp_path_factory.mktemp("data") / "overfit.npz"
+    return splits_file(path, valid_mean=lambda train_mean: (0.5 + train_mean) / 2)
+
+
+@pytest.mark.parametrize("method", ["gibbs", "mean-field-fixed-point"])
+def test_select_best_picks_a_checkpoint_of_the_ais_curve(method, overfitting_data, tmp_path):
+    out = tmp_path / "run"
+    [r] = compare(overfitting_data, ARCH, methods=method, select="best", out=str(out), **curve_settings())
+    assert r["error"] is None, r["error"]
+    curve = [p for p in r["curve"] if p.get("test_log_likelihood") is not None]
+    assert len(curve) == 5 and [p["step"] for p in curve] == [0, 10, 20, 30, 40]
+    assert all(p["curve_estimator"].startswith("ais") for p in curve[1:])
+    scores = [p["test_log_likelihood"] for p in curve]
+    assert r["selected_step"] == curve[int(np.argmax(scores))]["step"]  # the rule: the best validation score
+    assert 0 < r["selected_step"] < r["steps"]  # the plant: the curve rises, then falls
+    assert (out / f"{method}-numpyro" / "selected_params.npz").exists()
+
+
+def test_the_start_of_the_curve_is_scored_by_ais_too(overfitting_data):
+    [r] = compare(overfitting_data, ARCH, methods="gibbs", **curve_settings(steps=10, checkpoints=1))
+    curve = [p for p in r["curve"] if p.get("test_log_likelihood") is not None]
+    assert [p["step"] for p in curve] == [0, 10]
+    assert all(p["curve_estimator"].startswith("ais") for p in curve)
+
+
+# -- 3. early stopping acts on Gibbs -------------------------------------------------------------
+def test_patience_stops_gibbs_when_its_validation_curve_falls(overfitting_data):
+    budget = 80
+    [r] = compare(overfitting_data, ARCH, methods="gibbs", patience=1, **curve_settings(steps=budget, checkpoints=8))
+    assert r["error"] is None, r["error"]
+    assert r["steps"] < budget  # stopped early
+    scored = [p for p in r["curve"] if p.get("test_log_likelihood") is not None]
+    assert scored[-1]["test_log_likelihood"] <= max(p["test_log_likelihood"] for p in scored[:-1])
