@@ -356,3 +356,19 @@ def test_the_step_memory_estimate_counts_the_per_edge_terms():
     assert _step_bytes(params, m.defaults, 100) >= 4.0 * edges * 14
     # the pass streams the rows: the batch does not multiply the per-edge part
     assert _step_bytes(params, m.defaults, 1000) - _step_bytes(params, m.defaults, 100) < 900 * 1184 * 4 * 8 + 1
+
+
+@pytest.mark.parametrize("n", [3, 4, 9, 200])
+def test_logs_of_products_of_four_equal_the_sum_of_logs(n):
+    """``_sum_log`` groups four ``d`` a log while every ``|w| <= 20`` (else it sums the logs one by
+    one): the same sum to float tolerance, at the extremes of ``d`` that such weights allow."""
+    rng = np.random.default_rng(n)
+    w = rng.uniform(-20.0, 20.0, (n, 7)).astype(np.float32)
+    w[0, 0], w[-1, 1] = 20.0, -20.0
+    mu = rng.uniform(0.0, 1.0, (n, 1)).astype(np.float32)
+    mu[0], mu[-1] = 1.0, 1.0
+    d = jnp.asarray(1.0 - mu + mu * np.exp(w))
+    plain = np.log(np.asarray(d, np.float64)).sum(0)
+    for grouped in (True, False):
+        got = jax.jit(fp._sum_log)(d, jnp.asarray(grouped))
+        np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-4)
