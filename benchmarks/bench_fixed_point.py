@@ -67,21 +67,29 @@ def training_data():
     return x, "random 0/1 (50,000 x 784, p = 0.13; SBN_PPL_DATA not set)"
 
 
-def rate(run, seconds, chunk, windows=3):
+CPU_MS = {}  # name -> this process's CPU milliseconds per call (all threads), least of the windows
+
+
+def rate(run, seconds, chunk, windows=3, name=None):
     """Calls of ``run(chunk)`` per second, after a warm-up call (which compiles): the best of
-    ``windows`` windows (the machine is shared; the best window is the least disturbed)."""
+    ``windows`` windows (the machine is shared; the best window is the least disturbed). With
+    ``name``, also the least CPU time per call over the windows (``CPU_MS``): on a loaded
+    machine the CPU time a call takes is steadier than its wall time."""
     run(chunk)
-    best = 0.0
+    best, cpu = 0.0, float("inf")
     for _ in range(windows):
-        done, start = 0, time.perf_counter()
+        done, start, c0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds / windows:
             run(chunk)
             done += chunk
         best = max(best, done / (time.perf_counter() - start))
+        cpu = min(cpu, 1000 * (time.process_time() - c0) / done)
+    if name is not None:
+        CPU_MS[name] = cpu
     return best
 
 
-def floor_rate(params, x, seconds):
+def floor_rate(params, x, seconds, name=None):
     """Sweeps/s if a sweep cost only its transcendental functions: ``e^{-xi w}`` (the other tilt
     is that times ``e^{w}``), ``log d`` and ``1 / d`` for both tilts on every edge and data point,
     one data point at a time as the method's pass runs (everything summed: nothing is kept)."""
@@ -115,10 +123,10 @@ def floor_rate(params, x, seconds):
             r = floor(mu, xi)
         r.block_until_ready()
 
-    return rate(run, seconds, 5)
+    return rate(run, seconds, 5, name=name)
 
 
-def bare_sweep_rate(fp, params, x, seconds):
+def bare_sweep_rate(fp, params, x, seconds, name=None):
     """Sweeps/s of the module's ``sweep`` alone (fixed weights, the batch's state carried)."""
     import jax
     import jax.numpy as jnp
@@ -138,10 +146,10 @@ def bare_sweep_rate(fp, params, x, seconds):
         m.value.block_until_ready()
         box[:] = [va, m]
 
-    return rate(run, seconds, 5)
+    return rate(run, seconds, 5, name=name)
 
 
-def method_rate(fp, params, train, seconds, chunk=10):
+def method_rate(fp, params, train, seconds, chunk=10, name=None):
     """steps/s of the module's method through its runner (the path ``fit`` takes)."""
     from sbn_ppl.runner import runner_for
 
@@ -154,7 +162,7 @@ def method_rate(fp, params, train, seconds, chunk=10):
         done[0] += n
         runner.fix_length(chunk)  # one scan length from here on
 
-    return rate(run, seconds, chunk)
+    return rate(run, seconds, chunk, name=name)
 
 
 CHILD = r"""
@@ -217,19 +225,19 @@ def main():
           f"best of 3 windows of {args.seconds / 3:.1f} s each")
     print(f"# load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     rows = {}
-    rows["floor (transcendentals of one sweep only)"] = floor_rate(params, x, args.seconds)
-    print(f"{'floor (transcendentals of one sweep only)':<48} {rows['floor (transcendentals of one sweep only)']:8.1f} /s",
-          flush=True)
+    floor = "floor (transcendentals of one sweep only)"
+    rows[floor] = floor_rate(params, x, args.seconds, name=floor)
+    print(f"{floor:<48} {rows[floor]:8.1f} /s   {CPU_MS[floor]:7.1f} CPU ms a call", flush=True)
     for label, path in modules:
         fp = load_module(path)
-        for name, fn in ((f"bare sweep ({label})", lambda: bare_sweep_rate(fp, params, x, args.seconds)),
-                         (f"method step through the runner ({label})",
-                          lambda: method_rate(fp, params, train, args.seconds))):
-            rows[name] = fn()
-            print(f"{name:<48} {rows[name]:8.1f} /s", flush=True)
+        for name, fn in ((f"bare sweep ({label})", bare_sweep_rate), (f"method step through the runner ({label})",
+                                                                      method_rate)):
+            rows[name] = fn(fp, params, x if fn is bare_sweep_rate else train, args.seconds, name=name)
+            print(f"{name:<48} {rows[name]:8.1f} /s   {CPU_MS[name]:7.1f} CPU ms a call", flush=True)
     print(f"# load average after timing: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     bare, step = rows["bare sweep (after)"], rows["method step through the runner (after)"]
-    print(f"bare sweep / method step (after): {bare / step:.2f}x")
+    print(f"bare sweep / method step (after): {bare / step:.2f}x wall, "
+          f"{CPU_MS['method step through the runner (after)'] / CPU_MS['bare sweep (after)']:.2f}x CPU time")
     if args.before:
         print(f"method step after / before: {step / rows['method step through the runner (before)']:.2f}x; "
               f"bare sweep after / before: {bare / rows['bare sweep (before)']:.2f}x")
@@ -237,7 +245,8 @@ def main():
         rows[f"peak MiB ({label})"] = peak
         print(f"peak resident memory of a child that builds the runner on all {len(train):,} rows and takes "
               f"{args.memory_steps} steps, method ({label}): {peak:.0f} MiB", flush=True)
-    print(json.dumps({k: round(v, 2) for k, v in rows.items()}))
+    print(json.dumps({**{k: round(v, 2) for k, v in rows.items()},
+                      **{f"CPU ms: {k}": round(v, 2) for k, v in CPU_MS.items()}}))
 
 
 if __name__ == "__main__":
