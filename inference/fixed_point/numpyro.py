@@ -105,7 +105,7 @@ _LAM_MAX = 6.0e4  # |lambda| the table keeps (float16's range)
 _GROUP, _GROUPED_MAX_W = 4, 20.0  # logs of products of four d's while every |w| <= 20 (see _sum_log)
 _ROW_CHUNK = 1  # most rows per iteration of a streamed pass (see evaluate)
 _VALIDATE_ROWS = 4096  # rows per slice when init_state checks the training data
-_BOUND_ELEMENTS = 1 << 24  # rows x edges per chunk of the bound on new data (a few (rows, n_j, n_i) arrays)
+_BOUND_ELEMENTS = 1 << 24  # rows x edges per chunk of the bound on new data (at 784-200-200: 85 rows a chunk)
 sp = jax.nn.softplus
 
 
