@@ -418,8 +418,19 @@ def _check_finite(info: dict, params: SBNParams, step: int, last_good, rundir, h
 
 def _step_bytes(params: SBNParams, opts: dict, batch_size: int) -> float:
     """A rough floor on one step's working memory: the batch's layers for each particle or
-    chain, float32, about eight copies (samples, activations, log-probabilities, gradients)."""
-    return float(batch_size) * copies(opts) * sum(params.architecture.sizes) * 4.0 * 8
+    chain, float32, about eight copies (samples, activations, log-probabilities, gradients).
+
+    The fixed-point mean field (the method with a ``bound_sweeps`` option) also works per edge:
+    its pass makes ``e^{t w}`` and ``1 / d`` for both tilts and a couple of temporaries (6
+    float32 an edge) for the data point in flight (it streams the batch a row at a time, so
+    this does not grow with the batch), and holds per-edge arrays that do not scale with the
+    batch: ``e^{w}``, the gradient's accumulator, the gradient, Adam's two moments, the
+    update and the new weights (8 float32 an edge)."""
+    arch = params.architecture
+    total = float(batch_size) * copies(opts) * sum(arch.sizes) * 4.0 * 8
+    if "bound_sweeps" in opts:
+        total += 4.0 * arch.num_edges() * (6 + 8)
+    return total
 
 
 def _plain(opts: dict) -> dict:

@@ -260,3 +260,119 @@ def test_runs_under_jax_enable_x64():
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert np.isfinite(got["objective"]) and len(got["bound"]) == 8 and np.all(np.isfinite(got["bound"]))
+
+
+# -- issue 22: the streamed pass, the compact table, the gradient at the warm start --------------
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_the_streamed_pass_does_not_depend_on_how_many_rows_are_in_flight(monkeypatch, rows):
+    """The pass maps over the rows a few at a time (``_ROW_CHUNK``): every field, and the weights'
+    gradient terms summed over the rows, equal one row at a time and the plain whole-batch bound."""
+    params, x = net(*NETS[3], n=48)
+    a, theta, x = params.architecture, fp._theta(params), jnp.asarray(x)
+    lam, xi = random_variational(a, len(x), 7)
+    passes = {}
+    for k in (1, rows):
+        monkeypatch.setattr(fp, "_ROW_CHUNK", k)
+        passes[k] = jax.jit(lambda lam, xi: fp.evaluate(a, theta, x, lam, xi, tilted=True))(lam, xi)
+        assert len(x) % fp._row_chunk(len(x)) == 0 and fp._row_chunk(len(x)) <= k
+    one, many = passes[1], passes[rows]
+    for f in one._fields:
+        for u, v in zip(jax.tree.leaves(getattr(one, f)), jax.tree.leaves(getattr(many, f))):
+            np.testing.assert_allclose(u, v, atol=2e-5, rtol=1e-5, err_msg=f)
+    np.testing.assert_allclose(many.value, fp.bound_terms(a, theta, x, lam, xi), atol=2e-5, rtol=0)
+
+
+def test_the_tilted_means_in_the_fast_pass_match_their_definition():
+    """The pass forms ``sum_j w_ji p_ji(t)`` and the weights' terms from ``1 - p = nu / d`` (never
+    ``p`` itself): against ``p_ji(t) = mu_j e^{t w_ji} / d_ji(t)`` written out on the whole batch."""
+    params, x = net(*NETS[0])
+    a, theta, x = params.architecture, fp._theta(params), jnp.asarray(x)
+    lam, xi = random_variational(a, len(x), 11)
+    m = fp.evaluate(a, theta, x, lam, xi, tilted=True)
+    mu = [x] + [jax.nn.sigmoid(v) for v in lam]
+    for (p, k), tilt in zip(a.edges(), m.tilted):
+        w = theta[f"W_{p}_{k}"]
+        e_a, e_b = jnp.exp(-xi[k][:, None, :] * w), jnp.exp((1.0 - xi[k])[:, None, :] * w)
+        mj = mu[p][:, :, None]
+        p_a, p_b = mj * e_a / (1 - mj + mj * e_a), mj * e_b / (1 - mj + mj * e_b)
+        o = jax.nn.sigmoid(m.log_a[k] - m.log_b[k])[:, None, :]
+        plain = (p_a * o * xi[k][:, None, :] - p_b * (1 - o) * (1 - xi[k][:, None, :])).sum(0)
+        np.testing.assert_allclose(tilt, plain, atol=2e-5, rtol=1e-5)
+        if len(a.parents(k)) == 1:  # xi's slope: omega m(-xi) + (1 - omega) m(1 - xi) - <z>, m(t) = b + sum_j w p(t)
+            m_a, m_b = theta[f"b_{k}"] + (w * p_a).sum(1), theta[f"b_{k}"] + (w * p_b).sum(1)
+            o = o[:, 0, :]
+            slope = o * m_a + (1 - o) * m_b - (theta[f"b_{k}"] + mu[p] @ w)
+            np.testing.assert_allclose(m.slope[k], slope, atol=2e-5, rtol=1e-5)
+
+
+def test_the_training_table_round_trips_on_its_grid():
+    """``pack`` keeps lambda as float16, xi on the grid q / XI_LEVELS (1/2 on it) and eta as a power
+    of two; ``unpack(pack(.))`` is ``_on_grid`` exactly, and the parentless top layer's xi is 1/2."""
+    a = SBNParams.init("10-4-3", connectivity="dense").architecture
+    lam, xi = random_variational(a, 6, 5)
+    va = fp.Variational(tuple(lam), tuple(xi), jnp.asarray([1.0, 0.5, 2.0 ** -12, 0.25, 1.0, 0.125]))
+    table = fp.pack(a, va)
+    assert table.dtype == jnp.uint8 and table.shape == (6, fp.table_width(a))
+    back = fp.unpack(a, table)
+    on_lam, on_xi = fp._on_grid(va.lam, va.xi)
+    for u, v in zip(back.lam + back.xi[:-1], on_lam + on_xi[:-1]):
+        np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(back.xi[-1], 0.5)
+    np.testing.assert_array_equal(back.eta, va.eta)
+    np.testing.assert_allclose(on_lam[0], lam[0], rtol=2 ** -10)
+    assert np.abs(np.asarray(on_xi[0]) - np.asarray(xi[0])).max() <= 0.5 / fp.XI_LEVELS + 1e-7
+    start = fp.unpack(a, fp.initial_table(a, 3))
+    assert all(np.all(np.asarray(v) == 0) for v in start.lam) and all(np.all(np.asarray(v) == 0.5) for v in start.xi)
+    assert np.all(np.asarray(start.eta) == 1.0)
+
+
+def test_a_learning_step_takes_the_gradient_at_the_rows_warm_start():
+    """The weights' gradient of a step is the bound's gradient (autodiff of the plain formula) at
+    the point the rows arrived with; the rows then move by one damped sweep, on the table's grid,
+    and the bound there (the reported objective) is at least the start's."""
+    params, x = net(*NETS[1])
+    a, theta, x = params.architecture, fp._theta(params), jnp.asarray(x)
+    lam, xi = random_variational(a, len(x), 13)
+    xi = [v.at[:].set(0.5) if not a.parents(k) else v for k, v in enumerate(xi)]
+    va = fp.unpack(a, fp.pack(a, fp.Variational(tuple(lam), tuple(xi), jnp.ones(len(x)))))
+    new, m, taken, grads = jax.jit(lambda va: fp.learning_ascent(a, theta, x, va, 1, stored=True))(va)
+    auto = jax.grad(lambda t: fp.bound_terms(a, t, x, va.lam, va.xi).mean())(theta)
+    for k in auto:
+        np.testing.assert_allclose(grads[k], auto[k], atol=1e-5, rtol=1e-4, err_msg=k)
+    before = fp.bound_terms(a, theta, x, va.lam, va.xi)
+    np.testing.assert_allclose(m.value, fp.bound_terms(a, theta, x, new.lam, new.xi), atol=2e-5, rtol=0)
+    assert np.all(np.asarray(m.value) >= np.asarray(before) - 2e-5) and 0 < float(taken) <= 1
+    again = fp.unpack(a, fp.pack(a, new))  # what the table keeps is the point that was evaluated
+    for u, v in zip(again.lam + again.xi, new.lam + new.xi):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_the_step_memory_estimate_counts_the_per_edge_terms():
+    from sbn_ppl.engine.fitting import _step_bytes
+
+    params = SBNParams.init("784-200-200")
+    m = get_method("mean-field-fixed-point")
+    edges = params.architecture.num_edges()
+    # e^{t w} and 1 / d for both tilts (+ temporaries) for the row in flight, and the per-edge
+    # arrays that do not scale with the batch (e^w, gradient, Adam's moments, ...)
+    assert _step_bytes(params, m.defaults, 100) >= 4.0 * edges * 14
+    # the pass streams the rows: the batch does not multiply the per-edge part
+    assert _step_bytes(params, m.defaults, 1000) - _step_bytes(params, m.defaults, 100) < 900 * 1184 * 4 * 8 + 1
+
+
+@pytest.mark.parametrize("n", [3, 4, 9, 200])
+def test_logs_of_products_of_four_equal_the_sum_of_logs(n):
+    """``_sum_log`` groups four ``d`` a log while every ``|w| <= 20`` (else it sums the logs one by
+    one): the same sum to float tolerance, at the extremes of ``d`` that such weights allow."""
+    rng = np.random.default_rng(n)
+    w = rng.uniform(-20.0, 20.0, (n, 7)).astype(np.float32)
+    w[0, 0], w[-1, 1] = 20.0, -20.0
+    mu = rng.uniform(0.0, 1.0, (n, 1)).astype(np.float32)
+    mu[0], mu[-1] = 1.0, 1.0
+    d = jnp.asarray(1.0 - mu + mu * np.exp(w))
+    plain = np.log(np.asarray(d, np.float64)).sum(0)
+    for grouped in (True, False):
+        got = jax.jit(fp._sum_log)(d, jnp.asarray(grouped))
+        np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-4)
