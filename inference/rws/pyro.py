@@ -171,8 +171,6 @@ def _log_prob_sites(trace):
 # -- the methods -------------------------------------------------------------------------------
 
 
-
-
 def _per_point_update(objective):
     """``update(seed, state, batch) -> info`` of our (reweighted) wake-sleep: the model and
     guide get the whole training set, ``subsample=batch.index`` and a scale of ``1/N`` (the

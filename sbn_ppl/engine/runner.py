@@ -101,7 +101,7 @@ class JaxRunner:
 
         pytrees.register()
         self.method, self.seed = method, int(seed)
-        self.kernel = method.build(params.architecture, options)
+        self.kernel = _built(method, params.architecture, options, len(train))
         self.num_data = len(train)
         self.batch_size = effective_batch_size(self.num_data, batch_size)
         if self.mesh is not None and not method.jit:
@@ -222,6 +222,23 @@ class JaxRunner:
         if self.mesh is not None:
             self.state = self._put_state(self.state)
         return True
+
+
+def _built(method: Method, arch, options: dict, num_data: int):
+    """``method.build(arch, options)``, the same kernel again for the same method, architecture,
+    options and training-set size, so that its jitted scan is compiled once across runs (seeds,
+    a second fit): a kernel's step is a closure, and ``jax.jit`` caches by the function."""
+    try:
+        key = (method, arch, tuple(sorted(options.items())), int(num_data))
+        hash(key)
+    except TypeError:  # an option value that cannot be hashed: build afresh
+        return method.build(arch, options)
+    return _cached_build(*key)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_build(method: Method, arch, options: tuple, num_data: int):
+    return method.build(arch, dict(options))
 
 
 def _as_dict(info) -> dict:
