@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import json
 import math
 import os
@@ -37,24 +36,24 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-import sbn_ppl.comparison.reporting as reporting
 from sbn_ppl.base.architecture import Architecture
-from sbn_ppl.comparison.config import tuning_grid
-from sbn_ppl.comparison.config import DEFAULT_HIDDEN, DEFAULT_SECONDS, ESTIMATORS, CompareConfig
-from sbn_ppl.base.data import load_dataset
 from sbn_ppl.base.arrays import Dataset, random_subset
-from sbn_ppl.yardstick.exact import MAX_EXACT_HIDDEN, exact_kl
+from sbn_ppl.base.data import load_dataset
 from sbn_ppl.base.files import _jsonable
+from sbn_ppl.base.methods import BACKENDS, Method
+from sbn_ppl.base.params import SBNParams
+from sbn_ppl.comparison.config import DEFAULT_HIDDEN, DEFAULT_SECONDS, ESTIMATORS, CompareConfig, tuning_grid
+import sbn_ppl.comparison.executors as executors
+from sbn_ppl.comparison.executors import Cell
+from sbn_ppl.comparison.tuning import select_tuned, tuning_points
+from sbn_ppl.comparison.gradient_variance import GRADIENT_SUBSET_SEED, guide_gradient_variance
+import sbn_ppl.comparison.reporting as reporting
 from sbn_ppl.engine.fitting import Budget, Checkpointing, check_budget, check_seed, fit, interrupts_noticed
 from sbn_ppl.engine.rundir import (MANIFEST, FolderLock, _check_writable, check_resumable, code_version,
                                    own_path, read_manifest, remove_inside, write_manifest)
 from sbn_ppl.inference import backends_of, get_method, method_names
-from sbn_ppl.base.methods import BACKENDS, Method
-import sbn_ppl.comparison.executors as executors
-from sbn_ppl.comparison.executors import Cell
-from sbn_ppl.comparison.gradient_variance import GRADIENT_SUBSET_SEED, guide_gradient_variance
-from sbn_ppl.base.params import SBNParams
 from sbn_ppl.yardstick import LogLikelihood, posthoc_guide, score
+from sbn_ppl.yardstick.exact import MAX_EXACT_HIDDEN, exact_kl
 
 CURVE_SUBSET_SEED = 0  # the learning-curve points are one fixed subset, whatever the run's seed
 RUNTIME_SETTINGS = ("executor", "ray_address", "ray_cpus", "ray_gpus", "ray_retries", "ray_setup")
@@ -895,41 +894,6 @@ def _one_blas_thread():
     except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
-
-
-def tuning_points(grid: Mapping[str, list]) -> list[tuple]:
-    """Every point of a tuning grid, as sorted ``(name, value)`` tuples (``[()]`` when none)."""
-    names = sorted(grid)
-    return [tuple(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))] or [()]
-
-
-def validation_score(record: Mapping, select: str) -> float:
-    """What tuning ranks a grid point's run by: its learning-curve score on the validation subset,
-    the best checkpoint's (``select="best"``) or the last one's; ``-inf`` for a failed run."""
-    scores = [p["test_log_likelihood"] for p in record.get("curve") or [] if p.get("test_log_likelihood") is not None]
-    if record.get("error") or not scores:
-        return -math.inf
-    return max(scores) if select == "best" else scores[-1]
-
-
-def select_tuned(records: Sequence[dict], select: str) -> list[dict]:
-    """Each method at the grid point with the best mean validation score over its seeds (the
-    test split is never read): its records, each with ``tuned`` (the chosen point, every point's
-    validation score, and the selection's cost in training seconds)."""
-    by_method: dict[tuple, dict[tuple, list[dict]]] = {}
-    for r in records:
-        key = tuple(sorted((r.get("tuning") or {}).items()))
-        by_method.setdefault((r["method"], r["backend"]), {}).setdefault(key, []).append(r)
-    chosen = []
-    for points in by_method.values():
-        scores = {p: float(np.mean([validation_score(r, select) for r in rs])) for p, rs in points.items()}
-        best = max(scores, key=lambda p: scores[p])
-        cost = sum(float(r.get("seconds") or 0.0) for rs in points.values() for r in rs)
-        grid = [{"point": dict(p), "validation_log_likelihood": v if math.isfinite(v) else None}
-                for p, v in scores.items()]
-        for r in points[best]:
-            chosen.append({**r, "tuned": {"chosen": dict(best), "grid": grid, "selection_seconds": cost}})
-    return chosen
 
 
 def run_cell(payload, cell: Cell):

@@ -1,0 +1,50 @@
+"""Each method at its own settings, chosen on the validation split (``compare --tune``).
+
+A grid (``{"lr": [3e-4, 1e-3]}``, :func:`sbn_ppl.comparison.config.tuning_grid`) gives every
+method one cell per point of the options it takes; :func:`select_tuned` keeps, per method,
+the point with the best mean validation-curve score over seeds. The test split is never read
+to choose: the chosen point's records carry its test scores, every point's validation score
+and the selection's cost.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def tuning_points(grid: Mapping[str, list]) -> list[tuple]:
+    """Every point of a tuning grid, as sorted ``(name, value)`` tuples (``[()]`` when none)."""
+    names = sorted(grid)
+    return [tuple(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))] or [()]
+
+
+def validation_score(record: Mapping, select: str) -> float:
+    """What tuning ranks a grid point's run by: its learning-curve score on the validation subset,
+    the best checkpoint's (``select="best"``) or the last one's; ``-inf`` for a failed run."""
+    scores = [p["test_log_likelihood"] for p in record.get("curve") or [] if p.get("test_log_likelihood") is not None]
+    if record.get("error") or not scores:
+        return -math.inf
+    return max(scores) if select == "best" else scores[-1]
+
+
+def select_tuned(records: Sequence[dict], select: str) -> list[dict]:
+    """Each method at the grid point with the best mean validation score over its seeds (the
+    test split is never read): its records, each with ``tuned`` (the chosen point, every point's
+    validation score, and the selection's cost in training seconds)."""
+    by_method: dict[tuple, dict[tuple, list[dict]]] = {}
+    for r in records:
+        key = tuple(sorted((r.get("tuning") or {}).items()))
+        by_method.setdefault((r["method"], r["backend"]), {}).setdefault(key, []).append(r)
+    chosen = []
+    for points in by_method.values():
+        scores = {p: float(np.mean([validation_score(r, select) for r in rs])) for p, rs in points.items()}
+        best = max(scores, key=lambda p: scores[p])
+        cost = sum(float(r.get("seconds") or 0.0) for rs in points.values() for r in rs)
+        grid = [{"point": dict(p), "validation_log_likelihood": v if math.isfinite(v) else None}
+                for p, v in scores.items()]
+        for r in points[best]:
+            chosen.append({**r, "tuned": {"chosen": dict(best), "grid": grid, "selection_seconds": cost}})
+    return chosen
