@@ -39,7 +39,7 @@ from pyro.util import check_if_enumerated, warn_if_nan
 from sbn_ppl.base.architecture import Architecture, site_name
 from sbn_ppl.base.methods import Batch, Kernel
 from sbn_ppl.inference.nvil import BOUND_SAMPLES, baseline_init, signal_terms
-from sbn_ppl.inference.shared.gradient.pyro import GradientState, gradient_kernel, store_start
+from sbn_ppl.inference.shared.gradient.pyro import GradientState, gradient_kernel, per_point_programs, store_start
 from sbn_ppl.inference.shared.particles.pyro import per_point_log_prob
 from sbn_ppl.models import pyro_sbn
 
@@ -323,9 +323,8 @@ def build(arch: Architecture, options: dict) -> Kernel:
         return {"nvil_baseline": LayerBaselines(arch, options["baseline_hidden"], seed, options["local_signals"])}
 
     def update(seed: int, state: GradientState, batch: Batch):
-        per_point = 1.0 / len(state.train)  # the data plate scales the batch by N / B
-        model = poutine.scale(pyro_sbn.model, per_point)
-        guide = poutine.scale(with_baselines(pyro_sbn.recognition_guide, state.objects["nvil_baseline"]), per_point)
+        model, guide = per_point_programs(len(state.train),
+                                          with_baselines(pyro_sbn.recognition_guide, state.objects["nvil_baseline"]))
         traces = objective._get_trace(model, guide, (state.like, state.train), {"subsample": batch.index})
         terms = objective.nvil_terms(*traces)
         terms.surrogate_loss.backward()

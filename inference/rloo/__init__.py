@@ -23,19 +23,10 @@ NumPyro model's densities; ``pyro.py``, a Pyro loss object used like
 ``pyro.infer.ReweightedWakeSleep`` (``SVI(model, guide, optim, loss=RLOO(num_particles=K))``).
 """
 from sbn_ppl.base.methods import Entry
-from sbn_ppl.base.options import TRAINING, Option, positive_int
+from sbn_ppl.base.options import TRAINING, Option, at_least
 
 
-def at_least_two(value, name: str) -> int:
-    """An integer >= 2: every sample's baseline is the mean of the others' signals."""
-    value = positive_int(value, name)
-    if value < 2:
-        raise ValueError(f"{name} must be an integer >= 2 for REINFORCE leave-one-out (each sample's baseline "
-                         f"is the mean of the others'), got {value!r}")
-    return value
-
-
-K = Option("k", 5, at_least_two, "particles K per data point (REINFORCE leave-one-out: >= 2)")
+K = Option("k", 5, at_least(2, "for REINFORCE leave-one-out (each sample's baseline is the mean of the others')"), "particles K per data point (REINFORCE leave-one-out: >= 2)")
 
 RLOO_OPTIONS = TRAINING + (K,)
 

@@ -7,7 +7,6 @@ shared :func:`~sbn_ppl.inference.shared.elbo.numpyro.surrogate_kernel`.
 """
 from __future__ import annotations
 
-import jax
 from jax.lax import stop_gradient
 
 from sbn_ppl.base.architecture import Architecture

@@ -24,7 +24,8 @@ from pyro.util import check_model_guide_match, warn_if_nan
 from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.methods import Batch, Kernel
 from sbn_ppl.base.options import optional_positive_int, positive_int, unit_interval
-from sbn_ppl.inference.shared.gradient.pyro import GradientState, gradient_kernel, loss_guide_gradient, store_start
+from sbn_ppl.inference.shared.gradient.pyro import (GradientState, gradient_kernel, loss_guide_gradient,
+                                                    per_point_programs, store_start)
 from sbn_ppl.inference.shared.particles.pyro import (in_particles, log_mean_exp, log_weights, particle_traces,
                                                       per_point_log_prob)
 from sbn_ppl.models import pyro_sbn
@@ -177,9 +178,7 @@ def _per_point_update(objective):
     data plate scales the batch's terms by ``N / B``: the losses are means per data point)."""
 
     def update(seed: int, state: GradientState, batch: Batch):
-        per_point = 1.0 / len(state.train)
-        model = poutine.scale(pyro_sbn.model, per_point)
-        guide = poutine.scale(pyro_sbn.recognition_guide, per_point)
+        model, guide = per_point_programs(len(state.train))
         theta_loss, phi_loss = objective.loss_and_grads(model, guide, state.like, state.train, subsample=batch.index)
         return {"objective": -theta_loss, "wake_theta_loss": theta_loss, "phi_loss": phi_loss}
 

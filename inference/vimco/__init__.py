@@ -30,19 +30,10 @@ NumPyro model's densities; ``pyro.py``, a Pyro ``ELBO`` used like
 ``pyro.infer.ReweightedWakeSleep`` (``SVI(model, guide, optim, loss=VIMCO(num_particles=K))``).
 """
 from sbn_ppl.base.methods import Entry
-from sbn_ppl.base.options import TRAINING, Option, positive_int
+from sbn_ppl.base.options import TRAINING, Option, at_least
 
 
-def at_least_two(value, name: str) -> int:
-    """An integer >= 2: every sample's baseline is the bound of the others."""
-    value = positive_int(value, name)
-    if value < 2:
-        raise ValueError(f"{name} must be an integer >= 2 for VIMCO (each sample's baseline is built from "
-                         f"the other samples), got {value!r}")
-    return value
-
-
-K = Option("k", 5, at_least_two, "particles K per data point (VIMCO: >= 2)")
+K = Option("k", 5, at_least(2, "for VIMCO (each sample's baseline is built from the other samples)"), "particles K per data point (VIMCO: >= 2)")
 
 VIMCO_OPTIONS = TRAINING + (K,)
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import pyro.poutine as poutine
 import torch
 from pyro.infer.enum import get_importance_trace
 
 from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.methods import Batch, Kernel
 from sbn_ppl.inference.shared.elbo.pyro import SurrogateELBO, densities
-from sbn_ppl.inference.shared.gradient.pyro import GradientState, gradient_kernel, loss_guide_gradient, store_start
+from sbn_ppl.inference.shared.gradient.pyro import (GradientState, gradient_kernel, loss_guide_gradient,
+                                                    per_point_programs, store_start)
 from sbn_ppl.inference.shared.particles.pyro import effective_sample_size, log_mean_exp
 from sbn_ppl.models import pyro_sbn
 
@@ -114,10 +114,7 @@ def build(arch: Architecture, options: dict) -> Kernel:
     objective = VIMCO(num_particles=options["k"], max_plate_nesting=1)
 
     def update(seed: int, state: GradientState, batch: Batch):
-        # scaled by 1/N: the data plate scales the batch by N / B, so the loss is the batch mean of -S_n
-        per_point = 1.0 / len(state.train)
-        model = poutine.scale(pyro_sbn.model, per_point)
-        guide = poutine.scale(pyro_sbn.recognition_guide, per_point)
+        model, guide = per_point_programs(len(state.train))  # the loss: the batch mean of -S_n
         loss, log_w = objective._loss(model, guide, (state.like, state.train), {"subsample": batch.index})
         loss.backward()
         return PyroVIMCOInfo(-loss.item(), effective_sample_size(log_w).mean().item())

@@ -49,6 +49,18 @@ def positive_int(value, name: str) -> int:
     return int(value)
 
 
+def at_least(minimum: int, why: str) -> Callable[[Any, str], int]:
+    """A check that accepts an integer >= ``minimum``; the error says ``why`` the method needs it."""
+
+    def check(value, name: str) -> int:
+        value = positive_int(value, name)
+        if value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum} {why}, got {value!r}")
+        return value
+
+    return check
+
+
 def optional_positive_int(value, name: str) -> int | None:
     return None if value is None else positive_int(value, name)
 

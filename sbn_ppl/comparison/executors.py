@@ -72,7 +72,8 @@ def _worker_env(num_cpus: float) -> dict:
     return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "XLA_FLAGS": flags}
 
 
-def _check(settings: RaySettings) -> None:
+def check_settings(settings: RaySettings) -> None:
+    """A one-line error for resources or retries Ray would refuse (or misread)."""
     if settings.num_cpus <= 0 or settings.num_gpus < 0:
         raise ValueError(f"a Ray task needs num_cpus > 0 and num_gpus >= 0, got {settings.num_cpus} and "
                          f"{settings.num_gpus}")
@@ -92,7 +93,7 @@ def import_ray():
 def ray_tasks(cells: Iterable[Cell], task: Callable[[Any, Cell], Any], payload: Any,
               settings: RaySettings = RaySettings()) -> Iterator[tuple]:
     """Every cell as a Ray task; yields ``(cell, result or exception)`` as each ends."""
-    _check(settings)
+    check_settings(settings)
     ray = import_ray()
     cells = list(cells)
     started_here = not ray.is_initialized()

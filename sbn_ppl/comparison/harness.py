@@ -202,8 +202,10 @@ class _Comparison:
         self.curve_ais = None if self.yardstick.estimator != "is" else dataclasses.replace(
             self.curve_yardstick, estimator="ais",
             ais_options={"ais_temperatures": config.curve_ais_temperatures, "ais_chains": config.curve_ais_chains})
-        if config.executor == "ray":
-            executors.RaySettings(config.ray_address, config.ray_cpus, config.ray_gpus, config.ray_retries)
+        self.ray = executors.RaySettings(config.ray_address, config.ray_cpus, config.ray_gpus, config.ray_retries,
+                                         config.ray_setup)
+        if config.executor == "ray":  # checked before any cell runs
+            executors.check_settings(self.ray)
             executors.import_ray()
         curve_split = self.dataset.valid if self.dataset.valid is not None else self.dataset.test
         self.curve_split_name = "valid" if self.dataset.valid is not None else "test"
@@ -353,11 +355,9 @@ class _Comparison:
         """``(cell, record or exception)`` as each cell ends: here, in turn, or as Ray tasks."""
         if self.c.executor != "ray":
             return executors.sequential(cells, lambda _, cell: self._run_cell(cell), None)
-        settings = executors.RaySettings(self.c.ray_address, self.c.ray_cpus, self.c.ray_gpus, self.c.ray_retries,
-                                         self.c.ray_setup)
         payload = (self.c.replace(out=None, progress=False, resume=False, overwrite=False, executor="sequential"),
                    self.dataset)
-        return _progress_bar(executors.ray_tasks(cells, run_cell, payload, settings), len(cells), self.c.progress)
+        return _progress_bar(executors.ray_tasks(cells, run_cell, payload, self.ray), len(cells), self.c.progress)
 
     def _run_cell(self, cell: Cell) -> dict:
         m = self.methods[(cell.method, cell.backend)]

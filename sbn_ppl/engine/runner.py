@@ -7,7 +7,7 @@ into ``N // B`` batches of ``B`` (the remainder of each epoch is skipped, so eve
 has ``B`` rows). Step ``s`` (0-based) is batch ``s mod (N // B)`` of epoch ``s // (N // B)``,
 computable without drawing the steps before it, so a resumed run continues the sequence.
 
-* :class:`JaxRunner` (NumPyro backend): a jitted ``lax.scan`` of ``Method.step`` over the
+* :class:`JaxRunner` (NumPyro backend): a jitted ``lax.scan`` of ``Kernel.step`` over the
   pre-drawn batch indices; step ``s`` gets the key ``fold_in(step_root, s)``. The scan has
   one fixed length per run; a shorter chunk masks the steps it does not take (``lax.cond``),
   so a run compiles twice at most (a one-step chunk, then the checkpoint chunk).
@@ -23,7 +23,7 @@ Several devices (:class:`JaxRunner` only, ``devices``: ``None`` every device, ``
 first N): the data axis is split over a 1-D mesh (:mod:`sbn_ppl.engine.sharding`). The training
 array is split by rows (replicated when N does not divide over the devices), each step's
 batch by rows (the batch size must divide over the devices: a one-line error otherwise),
-the per-training-case state a method declares (``Method.data_axes``) along that axis;
+the per-training-case state a method declares (``Kernel.data_axes``) along that axis;
 parameters and optimiser state are replicated, and XLA inserts the gradient all-reduce.
 The scan is one ``jax.jit`` with those in and out shardings. On one device nothing is
 sharded: the code path is the one-device path. The Pyro backend runs on one device.

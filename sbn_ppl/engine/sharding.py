@@ -12,7 +12,7 @@
   there are several processes; :func:`is_writer`: only process 0 writes files.
 
 Parameters and optimiser state are replicated; the batch (and the per-training-case state
-a method declares with ``Method.data_axes``) is split along :data:`DATA`, and XLA inserts
+a method declares with ``Kernel.data_axes``) is split along :data:`DATA`, and XLA inserts
 the gradient all-reduce. Results do not depend on the number of devices beyond float32
 rounding (the order of the batch sums changes): see ``docs/multi_device.md``.
 """

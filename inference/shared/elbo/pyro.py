@@ -25,7 +25,8 @@ from pyro.util import check_model_guide_match, warn_if_nan
 
 from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.methods import Batch, Kernel
-from sbn_ppl.inference.shared.gradient.pyro import GradientState, gradient_kernel, loss_guide_gradient, store_start
+from sbn_ppl.inference.shared.gradient.pyro import (GradientState, gradient_kernel, loss_guide_gradient,
+                                                    per_point_programs, store_start)
 from sbn_ppl.inference.shared.particles.pyro import in_particles, particle_traces, per_point_log_prob
 from sbn_ppl.models import pyro_sbn
 
@@ -243,10 +244,7 @@ def surrogate_kernel(arch: Architecture, options: dict, objective: SurrogateELBO
     arrays), on its own seeded torch stream."""
 
     def update(seed: int, state: GradientState, batch: Batch):
-        # scaled by 1/N: the data plate scales the batch by N / B, so the loss is minus the batch mean
-        per_point = 1.0 / len(state.train)
-        model = poutine.scale(pyro_sbn.model, per_point)
-        guide = poutine.scale(pyro_sbn.recognition_guide, per_point)
+        model, guide = per_point_programs(len(state.train))  # the loss: minus the batch mean
         loss, f = objective._loss(model, guide, (state.like, state.train), {"subsample": batch.index})
         loss.backward()
         return PyroELBOInfo(f.mean().item())

@@ -28,6 +28,13 @@ from sbn_ppl.models import pyro_sbn
 _GUIDE_KEYS = {"recognition": recognition_keys, "mean_field": mean_field_keys}
 
 
+def per_point_programs(num_data: int, guide=pyro_sbn.recognition_guide):
+    """The SBN's Pyro model and ``guide``, each scaled by ``1 / num_data``: the data plate scales
+    a batch's terms by ``N / B``, so with the whole training set and ``subsample=batch.index``
+    (``N = num_data``) a loss is a mean per data point."""
+    return poutine.scale(pyro_sbn.model, 1.0 / num_data), poutine.scale(guide, 1.0 / num_data)
+
+
 class GradientState(NamedTuple):
     """A Pyro gradient method between steps; its tensors live in the runner's param store.
 
@@ -97,11 +104,9 @@ def loss_guide_gradient(arch: Architecture, loss: Callable, guide: str = "recogn
 
     def guide_gradient(seed: int, state: GradientState, x) -> dict:
         x = as_data(x, arch)
-        scale = 1.0 / len(x)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            value = loss(state, poutine.scale(pyro_sbn.model, scale), poutine.scale(pyro_sbn.recognition_guide, scale),
-                         x)
+            value = loss(state, *per_point_programs(len(x)), x)
         store = pyro.get_param_store()
         grads = torch.autograd.grad(value, [store[k].unconstrained() for k in names])
         return {k: -g.detach().numpy().copy() for k, g in zip(names, grads)}

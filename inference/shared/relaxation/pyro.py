@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import pyro.distributions as dist
-import pyro.poutine as poutine
 import torch
 import torch.nn.functional as F
 from pyro.infer import Trace_ELBO
@@ -21,7 +20,8 @@ from pyro.poutine.messenger import Messenger
 
 from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.methods import Batch, Kernel
-from sbn_ppl.inference.shared.gradient.pyro import GradientState, gradient_kernel, loss_guide_gradient, store_start
+from sbn_ppl.inference.shared.gradient.pyro import (GradientState, gradient_kernel, loss_guide_gradient,
+                                                    per_point_programs, store_start)
 from sbn_ppl.inference.shared.particles.pyro import log_weights
 from sbn_ppl.models import pyro_sbn
 
@@ -115,9 +115,7 @@ def relaxed_kernel(arch: Architecture, options: dict, objective: RelaxedLoss) ->
     torch stream."""
 
     def update(seed: int, state: GradientState, batch: Batch):
-        per_point = 1.0 / len(state.train)  # the data plate scales the batch by N / B
-        model = poutine.scale(pyro_sbn.model, per_point)
-        guide = poutine.scale(pyro_sbn.recognition_guide, per_point)
+        model, guide = per_point_programs(len(state.train))
         loss = objective.differentiable_loss(model, guide, state.like, state.train, subsample=batch.index)
         loss.backward()
         return PyroRelaxedInfo(-loss.item())
