@@ -495,7 +495,8 @@ class _Comparison:
             record.update(selected_step=best.step if self.c.select == "best" and best.params is not None
                           else int(last["step"]))
             record.update(_final_scores(m, chosen, self.test_x, self.train_x, yardstick,
-                                        self._posthoc(chosen, seed), self.c.bdmc_points))
+                                        self._posthoc(chosen, seed), self.c.bdmc_points,
+                                        self.curve_x if self.curve_split_name == "valid" else None))
             saved = os.path.join(method_dir, "params.npz") if method_dir else None
             if saved and chosen is not result.params:  # select="best": the scored parameters beside the last
                 saved = os.path.join(method_dir, "selected_params.npz")
@@ -651,25 +652,43 @@ def _bdmc_scores(m: Method, params: SBNParams, yardstick: Yardstick, points: int
 
 
 def _final_scores(m: Method, params: SBNParams, test, train, yardstick: Yardstick, posthoc=None,
-                  bdmc_points: int = 0) -> dict:
-    """The final scores. Under the ``is`` yardstick a method is scored with its own guide and with a
-    guide fitted post hoc to its frozen model (``posthoc()``); the figure is the higher of the two
-    (both are stochastic lower bounds), and ``test_guide`` says which gave it."""
-    own = yardstick.log_likelihood(params, test, m.guide)
-    candidates = [("own", params, own)] if own is not None else []
+                  bdmc_points: int = 0, choose_x=None) -> dict:
+    """The final scores. Under the ``is`` yardstick a method has two guides to importance-sample
+    with: its own, and one fitted post hoc to its frozen model (``posthoc()``). Both give
+    stochastic lower bounds, so the better one is wanted; it is chosen on ``choose_x`` (the
+    curve's fixed subset of the validation split) with the final yardstick, and only the chosen
+    one scores the test set (``test_guide`` says which). Without ``choose_x`` both score the test
+    set and the higher is kept."""
+    candidates = []  # (label, params, guide)
+    if m.guide is not None and params.has_guide(m.guide):
+        candidates.append(("own", params, m.guide))
     if posthoc is not None:
-        fitted = posthoc()
-        candidates.append(("posthoc", fitted, yardstick.log_likelihood(fitted, test, "recognition")))
-    label, scored_params, test_ll = max(candidates, key=lambda c: c[2].mean) if candidates else ("", params, None)
-    train_ll = None if test_ll is None else yardstick.log_likelihood(
-        scored_params, train, m.guide if label == "own" else "recognition")
+        candidates.append(("posthoc", posthoc(), "recognition"))
+    chosen_on = {}
+    if len(candidates) > 1 and choose_x is not None:
+        for label, p, guide in candidates:
+            chosen_on[label] = yardstick.log_likelihood(p, choose_x, guide).mean
+        best = max(candidates, key=lambda c: chosen_on[c[0]])
+        label, scored_params, guide = best
+        test_ll = yardstick.log_likelihood(scored_params, test, guide)
+    else:
+        scored = [(c, yardstick.log_likelihood(c[1], test, c[2])) for c in candidates]
+        if len(scored) > 1:
+            chosen_on = {c[0]: ll.mean for c, ll in scored}
+        if scored:
+            (label, scored_params, guide), test_ll = max(scored, key=lambda s: s[1].mean)
+        else:
+            label, scored_params, guide = "", params, m.guide
+            test_ll = yardstick.log_likelihood(params, test, m.guide)  # e.g. exact or AIS: no guide needed
+    on = "valid" if choose_x is not None else "test"
+    train_ll = None if test_ll is None else yardstick.log_likelihood(scored_params, train, guide)
     scores = {
         "test_log_likelihood": None if test_ll is None else test_ll.mean,
         "test_estimator": yardstick.estimator if test_ll is None else test_ll.estimator,
         "test_stderr": None if test_ll is None else test_ll.mean_stderr,
         "test_guide": label if yardstick.estimator == "is" and test_ll is not None else None,
-        "test_own_guide_log_likelihood": None if own is None or posthoc is None else own.mean,
-        "test_posthoc_log_likelihood": next((c[2].mean for c in candidates if c[0] == "posthoc"), None),
+        "guide_chosen_on": on if chosen_on else None,  # the split the two guides were compared on
+        "own_guide_log_likelihood": chosen_on.get("own"), "posthoc_log_likelihood": chosen_on.get("posthoc"),
         "test_is_log_likelihood": None, "test_is_stderr": None, "test_is_khat": None, "test_is_ess": None,
         "train_log_likelihood": None if train_ll is None else train_ll.mean,
         "kl_q_p": None, "warnings": list(getattr(test_ll, "warnings", ()) or ()),

@@ -31,8 +31,8 @@ from sbn_ppl.comparison.published import published_table
 # "test_pointwise" and "curve".
 CSV_FIELDS = (
     "method", "backend", "seed", "guide", "steps", "epochs", "seconds", "steps_per_second", "objective", "selected_step",
-    "test_log_likelihood", "test_stderr", "test_estimator", "test_guide", "test_own_guide_log_likelihood",
-    "test_posthoc_log_likelihood", "test_is_log_likelihood", "test_is_stderr",
+    "test_log_likelihood", "test_stderr", "test_estimator", "test_guide", "guide_chosen_on",
+    "own_guide_log_likelihood", "posthoc_log_likelihood", "test_is_log_likelihood", "test_is_stderr",
     "test_is_khat", "test_is_ess", "train_log_likelihood", "bound", "kl_q_p", "warnings", "params", "error",
 )
 OPTIONAL_CSV_FIELDS = ("guide_gradient_variance",)  # columns only where some record has them (a diagnostic's)
@@ -597,12 +597,13 @@ def read_results(folder: str, advice: str = "re-create it with sbn-ppl compare")
 
 # The fields of a record and what each may hold (besides null): a finite number, a non-negative
 # one, a count, a string, a list of strings, a list of finite numbers, a mapping.
-_FINITE = ("objective", "test_log_likelihood", "test_own_guide_log_likelihood", "test_posthoc_log_likelihood",
+_FINITE = ("objective", "test_log_likelihood", "own_guide_log_likelihood", "posthoc_log_likelihood",
+           "test_own_guide_log_likelihood", "test_posthoc_log_likelihood",  # as written before 0.3.1
            "test_is_log_likelihood", "train_log_likelihood", "bound", "kl_q_p", "test_is_khat")
 _NON_NEGATIVE = ("epochs", "seconds", "steps_per_second", "test_stderr", "test_is_stderr", "test_is_ess",
                  "guide_gradient_variance")
 _COUNTS = ("steps", "selected_step", "seed")
-_STRINGS = ("guide", "test_estimator", "test_guide", "params", "error")
+_STRINGS = ("guide", "test_estimator", "test_guide", "guide_chosen_on", "params", "error")
 
 
 def _results_problem(saved) -> str | None:

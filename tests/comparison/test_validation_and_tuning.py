@@ -178,3 +178,29 @@ def test_patience_stops_gibbs_when_its_validation_curve_falls(overfitting_data):
     assert r["steps"] < budget  # stopped early
     scored = [p for p in r["curve"] if p.get("test_log_likelihood") is not None]
     assert scored[-1]["test_log_likelihood"] <= max(p["test_log_likelihood"] for p in scored[:-1])
+
+
+# -- 3. the guide each method is scored with is chosen on validation; the test set is scored once --
+def test_guide_is_chosen_on_validation_and_the_test_set_scored_once(tmp_path, monkeypatch):
+    from sbn_ppl.comparison import harness
+
+    calls = []  # (rows, guide) of every importance-sampling score the final yardstick makes
+    original = harness.Yardstick.log_likelihood
+
+    def counting(self, params, x, guide, *args, **kwargs):
+        if self.is_particles == 40:  # the final yardstick (the curve's has 10 particles)
+            calls.append((len(x), guide))
+        return original(self, params, x, guide, *args, **kwargs)
+
+    monkeypatch.setattr(harness.Yardstick, "log_likelihood", counting)
+    data = splits_file(tmp_path / "d.npz")
+    [r] = compare(data, ARCH, methods="rws", steps=30, estimator="is", is_particles=40, curve_particles=10,
+                  curve_points=30, test_points=20, train_points=25, posthoc_steps=30, **QUIET)
+    assert r["error"] is None, r["error"]
+    assert r["guide_chosen_on"] == "valid"
+    scores = {"own": r["own_guide_log_likelihood"], "posthoc": r["posthoc_log_likelihood"]}
+    assert all(np.isfinite(v) for v in scores.values())
+    assert r["test_guide"] == max(scores, key=scores.get)
+    # both guides on the 30 validation points, then the chosen one on the 20 test points and the 25
+    # training points, each once: the test set is never scored with the guide that was not chosen
+    assert sorted(calls) == [(20, "recognition"), (25, "recognition"), (30, "recognition"), (30, "recognition")]
