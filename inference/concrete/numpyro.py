@@ -43,7 +43,8 @@ def relaxed_loss(params, key, x, arch: Architecture, temperature, prior_temperat
 def build(arch: Architecture, options: dict) -> Kernel:
     """The Concrete :class:`~sbn_ppl.base.methods.Kernel` (options ``lr``, ``optimizer``,
     ``lr_half_life``, ``temperature``, ``prior_temperature``, ``relaxed_density``)."""
-    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                                options["lr_schedule"])
     settings = dict(arch=arch, temperature=float(options["temperature"]),
                     prior_temperature=float(options["prior_temperature"]), density=options["relaxed_density"])
 

@@ -557,7 +557,8 @@ def build(arch: Architecture, options: dict) -> Kernel:
     optimiser step up ``L`` in the generative parameters; ``info``: :class:`FixedPointInfo`.
     ``bound``: the SJJ bound on ``log p(x_n)`` after at most ``bound_sweeps`` sweeps from
     ``mu = xi = 1/2``. ``data_axes``: every training point's variational row is split over the devices."""
-    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                                options["lr_schedule"])
     iterations, bound_sweeps = int(options["iterations"]), int(options["bound_sweeps"])
 
     def start(key, params: SBNParams, train):

@@ -109,7 +109,8 @@ def start(key, arch: Architecture, params: SBNParams, options: dict, train) -> t
                      arch.connectivity)
     keys = tuple(k for k in like if k != "sizes")  # in the pytree's leaf order
     svi = _svi(arch, amortised, options["baseline"],
-               optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"]),
+               optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                               options["lr_schedule"]),
                options["num_particles"], num_data)
     begin = {k: jnp.asarray(params[k]) for k in keys}
     if options["baseline"] == "nvil":

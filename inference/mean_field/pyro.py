@@ -75,7 +75,8 @@ def build(arch: Architecture, options: dict) -> Kernel:
                          arch.connectivity)
         net = NVILBaseline(arch, seed=int(seed)) if options["baseline"] == "nvil" else None
         guide = with_baselines(guide, options["baseline"], net)
-        optim = pyro_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+        optim = pyro_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                               options["lr_schedule"])
         if jit:  # the same estimator, traced by torch.jit: tensors only as arguments
             def model_fn(x, index):
                 return batch_model(like, x, index=index, num_data=num_data)

@@ -102,7 +102,8 @@ def build(arch: Architecture, options: dict) -> Kernel:
     batch 10). ``info``: :class:`StockInfo`."""
     from numpyro.infer import NUTS, DiscreteHMCGibbs
 
-    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                                options["lr_schedule"])
     sweeps = int(options["sweeps"])
     kernel = DiscreteHMCGibbs(NUTS(stock_model))
     names = [site_name(l) for l in range(1, arch.num_layers + 1)]

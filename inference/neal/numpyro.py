@@ -115,7 +115,8 @@ def build(arch: Architecture, options: dict) -> Kernel:
     and the checked ``options`` (``lr``, ``optimizer``, ``lr_half_life``, ``sweeps``,
     ``chains``). ``info``: :class:`NealInfo`. No bound on new data and no guide: score with
     exact enumeration or AIS (or a recognition network fitted post hoc)."""
-    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                                options["lr_schedule"])
     sweeps = int(options["sweeps"])
 
     def init_(key, params: SBNParams, train):

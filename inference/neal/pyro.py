@@ -55,7 +55,8 @@ def build(arch: Architecture, options: dict) -> Kernel:
     ``torch.optim`` optimiser of ``options``, ``options["chains"]`` persistent chains per
     training case, ``options["sweeps"]`` sweeps per step. Gibbs trains no guide and has no
     bound of its own (score it with exact enumeration or AIS)."""
-    make = torch_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    make = torch_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                           options["lr_schedule"])
 
     def init(key: int, params: SBNParams, train) -> NealState:
         """Weights from ``params`` (its generative part), and ``chains`` persistent chains per

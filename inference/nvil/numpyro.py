@@ -178,7 +178,8 @@ def build(arch: Architecture, options: dict) -> Kernel:
     """
     local = options["local_signals"]
     terms = signal_terms(arch, local)
-    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                                options["lr_schedule"])
     decay, normalise = float(options["signal_decay"]), bool(options["variance_normalisation"])
 
     def start(key, params: SBNParams, train=None):

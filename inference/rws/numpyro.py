@@ -103,7 +103,8 @@ def build(arch: Architecture, options: dict, *, k: int, insomnia: float, num_sle
     twin does (binary, no NaN, the model's width); ``bound`` is the per-point IWAE bound with
     the method's K (seeded); ``guide_gradient`` one draw of the phi step (ascent); ``info`` is
     :class:`RWSInfo`."""
-    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                                options["lr_schedule"])
     k, insomnia = int(k), float(insomnia)
 
     def start(key, params: SBNParams, train=None):

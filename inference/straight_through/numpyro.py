@@ -45,7 +45,8 @@ def straight_through_loss(params, key, x, arch: Architecture, temperature):
 def build(arch: Architecture, options: dict) -> Kernel:
     """The straight-through :class:`~sbn_ppl.base.methods.Kernel` (options ``lr``, ``optimizer``,
     ``lr_half_life``, ``temperature``)."""
-    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                                options["lr_schedule"])
     temperature = float(options["temperature"])
 
     def start(key, params: SBNParams, train=None):

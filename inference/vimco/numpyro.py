@@ -129,7 +129,8 @@ def build(arch: Architecture, options: dict) -> Kernel:
     default initialisation (seeded from the key) if ``params`` has none; ``bound`` is the
     per-point K-sample bound ``L_n`` with the method's K (seeded); ``guide_gradient`` one draw of
     the estimator in phi (ascent); ``info`` is :class:`VIMCOInfo`."""
-    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                                options["lr_schedule"])
     k = int(options["k"])
 
     def start(key, params: SBNParams, train=None):

@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
+from sbn_ppl.base.schedules import check_schedule
+
 
 class Option(NamedTuple):
     """One option of a method.
@@ -119,7 +121,11 @@ OPTIMIZER = Option("optimizer", "adam", optimizer_spec, f"optimiser: {', '.join(
 BATCH_K = Option("k", 5, positive_int, "particles K per data point")  # used in the doctest above
 LR_HALF_LIFE = Option("lr_half_life", None, optional_positive_int,
                       "steps over which the learning rate halves (exponential decay; default: constant)")
-TRAINING = (LR, OPTIMIZER, LR_HALF_LIFE)
+LR_SCHEDULE = Option("lr_schedule", "constant", check_schedule,
+                     "the rate over the fraction of the training budget spent: constant, cosine, linear (to 0), "
+                     "or halvings@0.5/0.75 (halves at each fraction); exact per step under a steps or epochs budget, "
+                     "from the measured step time under a time budget")
+TRAINING = (LR, OPTIMIZER, LR_HALF_LIFE, LR_SCHEDULE)
 
 
 PARTICLE_OPTIONS = ("k", "num_particles", "chains", "num_sleep_particles")

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
+from sbn_ppl.base import schedules
 from sbn_ppl.base.arrays import validate_binary
 from sbn_ppl.base.methods import Method
 from sbn_ppl.base.options import copies
@@ -275,6 +276,7 @@ def _train(run: _Run, params: SBNParams, at: _Progress) -> FitResult:
     clock = _Clock(run.ckpt.every, run.ckpt.seconds, runner)
     last_good: SBNParams | None = params
     max_steps, seconds, on_checkpoint = run.max_steps, run.seconds, run.ckpt.on_checkpoint
+    schedule, reached = run.opts.get("lr_schedule"), 0.0
     bar = _progress(max_steps, f"{method.name} ({method.backend})", run.progress, initial=done)
     try:
         while (max_steps is None or done < max_steps) and (seconds is None or elapsed < seconds):
@@ -283,8 +285,11 @@ def _train(run: _Run, params: SBNParams, at: _Progress) -> FitResult:
                                      seconds - elapsed if seconds is not None else None)
             if chunk < 1:
                 break
+            f0, rate = budget_progress(done, elapsed, max_steps, seconds, clock.step_time)
+            progress = (max(f0, reached), rate)  # a time budget's estimate never winds the rate back up
+            reached = progress[0] + chunk * rate
             t0 = time.perf_counter()
-            info = runner.run(done, chunk)  # floats: waits for asynchronous (JAX) work
+            info = runner.run(done, chunk, progress)  # floats: waits for asynchronous (JAX) work
             dt = time.perf_counter() - t0
             check_interrupted()  # a Ctrl-C that a library swallowed (during compilation) is not lost
             elapsed += dt
@@ -294,6 +299,8 @@ def _train(run: _Run, params: SBNParams, at: _Progress) -> FitResult:
             _check_finite(info, current, done, last_good, rundir, header, metrics)
             last_good = current
             record = {"step": done, "epoch": done / per_epoch, "seconds": elapsed, **info}
+            if not schedules.is_constant(schedule):  # the rate's multiplier at the chunk's last step
+                record["lr_multiplier"] = schedules.multiplier(schedule, progress[0] + (chunk - 1) * progress[1])
             stop = False
             if on_checkpoint is not None:
                 record.update(on_checkpoint(current, record) or {})
@@ -359,6 +366,17 @@ def check_interrupted() -> None:
     """Raise ``KeyboardInterrupt`` if a Ctrl-C arrived under :func:`interrupts_noticed`."""
     if _INTERRUPTED[0]:
         raise KeyboardInterrupt
+
+
+def budget_progress(done: int, elapsed: float, max_steps: int | None, seconds: float | None,
+                    step_time: float | None) -> tuple[float, float]:
+    """``(f0, rate)``: the fraction of the budget spent at step ``done`` and its growth per step.
+    A step cap: ``done / max_steps`` and ``1 / max_steps`` (exact, the same on every machine). A
+    time budget: ``elapsed / seconds`` and the measured step time over ``seconds`` (0 until a
+    chunk has been timed). Both: the one further along, since training stops at whichever comes first."""
+    by_steps = (done / max_steps, 1.0 / max_steps) if max_steps else (0.0, 0.0)
+    by_time = (elapsed / seconds, (step_time or 0.0) / seconds) if seconds else (0.0, 0.0)
+    return max(by_steps, by_time)
 
 
 class _Clock:

@@ -16,8 +16,10 @@ computable without drawing the steps before it, so a resumed run continues the s
   chooses torch's intra-op thread count by the size of the work, so a loaded machine does
   not cost a Pyro method more than a JAX one.
 
-Both expose ``run(start, count) -> info`` (each ``info`` field averaged over the chunk),
-``params()`` and ``bound(x)``.
+Both expose ``run(start, count, progress) -> info`` (each ``info`` field averaged over the
+chunk), ``params()`` and ``bound(x)``. ``progress = (f0, rate)``: step ``start + i`` is taken at the
+budget fraction ``f0 + i * rate``, which a learning-rate schedule over the budget reads
+(:mod:`sbn_ppl.base.schedules`; ``None``: fraction 0, no effect).
 
 Several devices (:class:`JaxRunner` only, ``devices``: ``None`` every device, ``N`` the
 first N): the data axis is split over a 1-D mesh (:mod:`sbn_ppl.engine.sharding`). The training
@@ -155,13 +157,14 @@ class JaxRunner:
         return jax.tree_util.tree_unflatten(treedef, [
             to_host(v) if not replicated_only or s.is_fully_replicated else v for v, s in zip(leaves, shards)])
 
-    def run(self, start: int, count: int) -> dict:
+    def run(self, start: int, count: int, progress: tuple[float, float] | None = None) -> dict:
         import jax.numpy as jnp
 
         idx = batch_indices(self.seed, self.num_data, self.batch_size, start, count)
         steps = np.arange(start, start + count, dtype=np.uint32)
+        progress = np.asarray(progress if progress is not None else (0.0, 0.0), dtype=np.float32)
         if not self.method.jit:
-            return self._run_python(idx, steps)
+            return self._run_python(idx, steps, progress)
         length = self.length if self.length is not None and count <= self.length else count
         pad = length - count
         active = np.concatenate([np.ones(count, bool), np.zeros(pad, bool)])
@@ -173,21 +176,24 @@ class JaxRunner:
             sh = self._shardings
             self.state, infos = _sharded_scan(self.kernel.step, sh)(
                 self.state, self.train, self.step_root, put(steps, sh.replicated), put(idx, sh.idx),
-                put(active, sh.replicated))
+                put(active, sh.replicated), put(progress, sh.replicated))
             return _mean_info({k: to_host(v) for k, v in _as_dict(infos).items()}, count)
         self.state, infos = _scan(self.kernel.step, self.state, self.train, self.step_root, jnp.asarray(steps),
-                                  jnp.asarray(idx), jnp.asarray(active))
+                                  jnp.asarray(idx), jnp.asarray(active), jnp.asarray(progress))
         return _mean_info(infos, count)
 
     def fix_length(self, length: int) -> None:
         """Every later chunk runs one scan of this length (masked where shorter)."""
         self.length = int(length)
 
-    def _run_python(self, idx, steps) -> dict:
+    def _run_python(self, idx, steps, progress) -> dict:
         import jax
 
+        from sbn_ppl.base.optimizers import at_budget_fraction
+
         infos = []
-        for s, i in zip(steps, idx):
+        for n, (s, i) in enumerate(zip(steps, idx)):
+            self.state = at_budget_fraction(self.state, progress[0] + n * progress[1])
             batch = Batch(jax.numpy.asarray(i), self.train[i])
             self.state, info = self.kernel.step(jax.random.fold_in(self.step_root, int(s)), self.state, batch)
             infos.append(_as_dict(info))
@@ -254,10 +260,11 @@ def _jitted_scan(step):
     import jax
     from jax import lax
 
-    def scan(state, train, root, steps, idx, active):
+    def scan(state, train, root, steps, idx, active, progress):
         def body(state, xs):
             s, i, on = xs
             key = jax.random.fold_in(root, s)
+            state = _at_fraction(state, steps, s, progress)
             batch = Batch(i, train[i])
             _, info_shape = jax.eval_shape(step, key, state, batch)
             zero = jax.tree_util.tree_map(lambda a: jax.numpy.zeros(a.shape, a.dtype), info_shape)
@@ -268,8 +275,17 @@ def _jitted_scan(step):
     return jax.jit(scan)
 
 
-def _scan(step, state, train, root, steps, idx, active):
-    return _jitted_scan(step)(state, train, root, steps, idx, active)
+def _scan(step, state, train, root, steps, idx, active, progress):
+    return _jitted_scan(step)(state, train, root, steps, idx, active, progress)
+
+
+def _at_fraction(state, steps, s, progress):
+    """The state with its budget fraction (if it holds one) set for step ``s``: ``f0 + (s - start) rate``."""
+    import jax.numpy as jnp
+
+    from sbn_ppl.base.optimizers import at_budget_fraction
+
+    return at_budget_fraction(state, progress[0] + (s - steps[0]).astype(jnp.float32) * progress[1])
 
 
 class _Shardings(NamedTuple):
@@ -301,10 +317,11 @@ def _sharded_scan(step, sh: _Shardings):
     if fn is not None:
         return fn
 
-    def scan(state, train, root, steps, idx, active):
+    def scan(state, train, root, steps, idx, active, progress):
         def body(state, xs):
             s, i, on = xs
             key = jax.random.fold_in(root, s)
+            state = _at_fraction(state, steps, s, progress)
             i = lax.with_sharding_constraint(i, sh.batch_index)
             batch = Batch(i, lax.with_sharding_constraint(train[i], sh.batch_x))
             _, info_shape = jax.eval_shape(step, key, state, batch)
@@ -314,7 +331,7 @@ def _sharded_scan(step, sh: _Shardings):
         return lax.scan(body, state, (steps, idx, active))
 
     rep = sh.replicated
-    fn = jax.jit(scan, in_shardings=(sh.state, sh.train, rep, rep, sh.idx, rep), out_shardings=(sh.state, rep))
+    fn = jax.jit(scan, in_shardings=(sh.state, sh.train, rep, rep, sh.idx, rep, rep), out_shardings=(sh.state, rep))
     _SHARDED[key] = fn
     return fn
 
@@ -359,13 +376,17 @@ class TorchRunner:
             stack.callback(torch.set_num_threads, before)
             yield
 
-    def run(self, start: int, count: int) -> dict:
+    def run(self, start: int, count: int, progress: tuple[float, float] | None = None) -> dict:
         import torch
 
+        from sbn_ppl.base.optimizers import set_torch_budget_fraction
+
         idx = torch.as_tensor(batch_indices(self.seed, self.num_data, self.batch_size, start, count), dtype=torch.long)
+        f0, rate = progress if progress is not None else (0.0, 0.0)
         sums: dict[str, float] = {}
         with self.scope():
             for i, s in enumerate(range(start, start + count)):
+                set_torch_budget_fraction(f0 + i * rate)
                 seed = step_seed(self.seed, s)
                 torch.default_generator.manual_seed(seed)  # CPU stream only: 1.7 us, not torch.manual_seed's ~1 ms
                 self.state, info = self.kernel.step(seed, self.state, Batch(idx[i], self.train[idx[i]]))

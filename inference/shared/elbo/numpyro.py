@@ -110,7 +110,8 @@ def surrogate_kernel(arch: Architecture, options: dict, surrogate: Surrogate, na
     ELBO estimated by ``BOUND_SAMPLES`` draws (seeded); ``guide_gradient(key, state, x)`` is one
     draw of the estimator of the gradient of the batch-mean ELBO in phi (ascent, the ``q_``
     arrays)."""
-    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                                options["lr_schedule"])
     grad = jax.grad(surrogate_loss, has_aux=True)
 
     def start(key, params: SBNParams, train=None):

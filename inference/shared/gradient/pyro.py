@@ -75,7 +75,8 @@ def store_start(arch: Architecture, options: dict, *, guide: str = "recognition"
     :param nets: ``nets(seed) -> {name: torch.nn.Module}``: nets trained beside theta and phi
         (registered with ``pyro.module``, stepped by the last optimiser), kept as ``objects``.
     """
-    make = torch_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    make = torch_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                           options["lr_schedule"])
 
     def start(seed: int, params: SBNParams, train) -> GradientState:
         x = as_data(train, arch, "training data")

@@ -253,7 +253,8 @@ def estimator(arch: Architecture, state: ControlVariateState, key, x, control_of
 def control_variate_kernel(arch: Architecture, options: dict, initial_cv, control_of) -> Kernel:
     """The :class:`Kernel` of a REBAR-like method: ``initial_cv(key)`` its control variate's
     arrays, ``control_of(arch, params)`` its ``control(cv, noise, l, below, z)``."""
-    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"])
+    optimizer = optax_optimizer(options["optimizer"], options["lr"], options["lr_half_life"],
+                                options["lr_schedule"])
 
     def start(key, params: SBNParams, train=None):
         params = params.with_guide("recognition", int(jax.random.randint(key, (), 0, 2**31 - 1)))
