@@ -113,6 +113,86 @@ def test_jax_sweep_samples_the_exact_posterior_marginals():
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
 
 
+def extreme_net(connectivity, max_w):
+    """10-4-3 with weights up to ``max_w`` and visible biases of +-90: children's ``sigmoid(-a)``
+    or ``sigmoid(a)`` below float32's smallest normal number (e^-87), and flips that move them back."""
+    params = SBNParams.init("10-4-3", seed=3, scale=1.0, connectivity=connectivity, guide=())
+    rng = np.random.default_rng(4)
+    weights = {k: np.clip(rng.normal(0, max_w / 2, v.shape), -max_w, max_w) for k, v in params.items()
+               if k.startswith("W_")}
+    biases = {"b_0": np.where(np.arange(10) % 2 == 0, 90.0, -90.0), "b_1": rng.normal(0, 3, 4), "b_2": rng.normal(0, 1, 3)}
+    return params.replace(**weights, **biases)
+
+
+def one_sweep_each_way(params, x, seed):
+    """The ratio sweep and the softplus sweep from the same states with the same noise."""
+    p = gibbs_jax._as_jax(params)
+    state = gibbs_jax.init(jax.random.PRNGKey(seed), params, x, num_chains=8)
+    layers = [v.reshape((-1, v.shape[-1])) for v in gibbs_jax._layers(jax.numpy.asarray(x), state.hidden)]
+    a = gibbs_jax._preactivations(p, layers)
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), 2)
+    noises = [jax.random.logistic(keys[l - 1], (n, layers[0].shape[0])) for l, n in ((1, 4), (2, 3))]
+    ratios = jax.jit(gibbs_jax._sweep_ratios)(p, layers, a, noises, 0.7)
+    softplus = jax.jit(gibbs_jax._sweep_softplus)(p, layers, a, noises, 0.7)
+    return ratios, softplus
+
+
+@pytest.mark.parametrize("connectivity", ["layered", "dense"])
+def test_the_ratio_sweep_makes_the_softplus_sweeps_flips(connectivity):
+    # the same conditionals to float32 rounding, so the same noise makes the same flips: a flip
+    # differs only where the log-odds and the noise are within rounding (about 1e-5 apart:
+    # a logistic density below 1/4, so under 1e-5 of 8,000 x 7 decisions, 0.6 expected), and the
+    # kept pre-activations agree to rounding
+    params = extreme_net(connectivity, max_w=19.0)
+    assert bool(gibbs_jax._ratios_apply(gibbs_jax._as_jax(params)))
+    x = data(1000, 10, seed=5)
+    (h_r, a_r), (h_s, a_s) = one_sweep_each_way(params, x, seed=6)
+    differing = sum(int(np.sum(np.asarray(u) != np.asarray(v))) for u, v in zip(h_r[1:], h_s[1:]))
+    assert differing <= 3, differing
+    same = np.all(np.asarray(h_r[1]) == np.asarray(h_s[1]), -1) & np.all(np.asarray(h_r[2]) == np.asarray(h_s[2]), -1)
+    for u, v in zip(a_r, a_s):
+        np.testing.assert_allclose(np.asarray(u)[same], np.asarray(v)[same], atol=1e-3)
+
+
+def test_the_ratio_sweeps_probabilities_come_back_from_underflow():
+    # every pixel on, its pre-activation -95 (sigmoid(-95) is 0 in float32) and each of the 8
+    # units raising it by 19: the sweep turns them on until a is past 0, and the kept
+    # p = sigmoid(a), q = sigmoid(-a) must follow (products of ratios alone would keep p at 0)
+    params = SBNParams.init("10-8-3", seed=0, guide=())
+    params = params.replace(b_0=np.full(10, -95.0), W_1_0=np.full((8, 10), 19.0), b_1=np.zeros(8))
+    p = gibbs_jax._as_jax(params)
+    layers = [jax.numpy.ones((5, 10)), jax.numpy.zeros((5, 8)), jax.numpy.zeros((5, 3))]
+    a = gibbs_jax._preactivations(p, layers)
+    pq = {c: (jax.nn.sigmoid(v), jax.nn.sigmoid(-v)) for c, v in enumerate(a)}
+    assert float(pq[0][0].max()) == 0.0  # underflowed
+    noise = jax.random.logistic(jax.random.PRNGKey(0), (8, 5))
+    refresh = int(gibbs_jax._REFRESH_NATS // 19.0)
+    h1 = gibbs_jax._sweep_layer_ratios(p, 1, layers, a, pq, noise, 1.0, refresh)
+    on = np.asarray(h1).sum(-1)  # units turned on: each of the first five is worth 19 nats a pixel
+    assert np.all(on >= 5)  # a climbed from -95 past 0 in every row
+    np.testing.assert_allclose(np.asarray(a[0]), np.broadcast_to((-95.0 + 19.0 * on)[:, None], (5, 10)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(pq[0][0]), np.asarray(jax.nn.sigmoid(a[0])), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(pq[0][1]), np.asarray(jax.nn.sigmoid(-a[0])), rtol=1e-4)
+
+
+def test_weights_beyond_20_take_the_softplus_sweep():
+    params = extreme_net("layered", max_w=19.0)
+    params = params.replace(W_1_0=params["W_1_0"] * (25.0 / np.abs(params["W_1_0"]).max()))
+    assert not bool(gibbs_jax._ratios_apply(gibbs_jax._as_jax(params)))
+    x = data(100, 10, seed=5)
+    state = gibbs_jax.init(jax.random.PRNGKey(6), params, x, num_chains=8)
+    stepped, info = gibbs_jax.step(jax.random.PRNGKey(7), state, params, x, 0.7)
+    layers = [np.broadcast_to(x, (8, 100, 10))] + [np.asarray(h) for h in stepped.hidden]
+    np.testing.assert_allclose(np.asarray(info.log_joint), density.log_joint(params, layers), rtol=1e-5, atol=1e-3)
+    p = gibbs_jax._as_jax(params)
+    flat = [v.reshape((-1, v.shape[-1])) for v in gibbs_jax._layers(jax.numpy.asarray(x), state.hidden)]
+    keys = jax.random.split(jax.random.PRNGKey(7), 2)
+    noises = [jax.random.logistic(keys[l - 1], (n, flat[0].shape[0]), dtype=flat[l].dtype) for l, n in ((1, 4), (2, 3))]
+    expected, _ = gibbs_jax._sweep_softplus(p, flat, gibbs_jax._preactivations(p, flat), noises, 0.7)
+    for got, want in zip(stepped.hidden, expected[1:]):
+        np.testing.assert_array_equal(np.asarray(got).reshape(want.shape), np.asarray(want))
+
+
 def test_torch_sweep_samples_the_exact_posterior_marginals():
     params = small_net("dense", sizes="5-3-2")
     x = torch.tensor(data(2, 5))

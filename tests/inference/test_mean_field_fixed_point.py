@@ -225,7 +225,8 @@ def test_method_record_and_bad_options(monkeypatch):
     m = get_method("mean-field-fixed-point")
     assert (m.name, m.backend, m.guide, m.jit) == ("mean-field-fixed-point", "numpyro", None, True)
     assert m.options == FIXED_POINT_OPTIONS and METHODS[0].options == FIXED_POINT_OPTIONS
-    assert m.defaults == {"lr": 0.003, "optimizer": "adam", "lr_half_life": None, "iterations": 1, "bound_sweeps": 100}
+    assert m.defaults == {"lr": 0.003, "optimizer": "adam", "lr_half_life": None, "lr_schedule": "constant",
+                          "iterations": 1, "bound_sweeps": 100}
     for options, message in [({"lr": 0.0}, "lr"), ({"iterations": 0}, "iterations"),
                              ({"bound_sweeps": 2.5}, "bound_sweeps"), ({"optimizer": "lbfgs"}, "optimizer"),
                              ({"batch_size": 10}, "no option")]:

@@ -173,7 +173,7 @@ def test_gibbs_method_contract(backend, options):
     start = SBNParams.init("10-5-3", seed=1)
     m = get_method("gibbs", backend)
     assert m.guide is None and m.build(start.architecture).bound is None and m.jit
-    assert set(m.defaults) == {"lr", "optimizer", "lr_half_life", "sweeps", "chains"}
+    assert set(m.defaults) == {"lr", "optimizer", "lr_half_life", "lr_schedule", "sweeps", "chains"}
     a, b = (fit(m, start, data.train, budget=Budget(steps=10), checkpointing=Checkpointing(every=10),
                 batch_size=20, seed=3, options=options, progress=False).params for _ in range(2))
     assert a.architecture == start.architecture
@@ -234,7 +234,7 @@ def test_stock_discrete_hmc_gibbs_learning_runs_on_a_small_net():
     start = SBNParams.init("10-5-3", seed=1)
     m = get_method("numpyro-discrete-gibbs")
     assert "small" in m.description and not m.jit and m.guide is None
-    assert set(m.defaults) == {"lr", "optimizer", "lr_half_life", "sweeps"}  # one chain per training case
+    assert set(m.defaults) == {"lr", "optimizer", "lr_half_life", "lr_schedule", "sweeps"}  # one chain per training case
     runner = runner_for(m, start, m.check_options({"lr": 0.01}), data.train, seed=0, batch_size=5)
     info = runner.run(0, 5)  # the runner loops the step in Python
     learned = runner.params()

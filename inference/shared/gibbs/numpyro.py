@@ -102,6 +102,108 @@ def _sweep_layer(params, l, layers, a, sp, noise, beta):
     return h_t.T
 
 
+_GROUP = 4  # the children's log-ratios summed as logs of products of four (see _sum_log)
+_RATIOS_MAX_W = 20.0  # the ratio sweep needs every |w| <= 20 (products of four factors in float32's range)
+_REFRESH_NATS = 70.0  # p, q are recomputed from a after any run of units that can move a child's a by this much
+
+
+def _sum_log(f):
+    """``sum_j log f_j`` over the last axis, as logs of products of four: with every ``f`` in
+    ``[e^-20, e^20]`` a product of four stays inside float32's normal range, for a quarter of the logs."""
+    n = f.shape[-1]
+    head = n - n % _GROUP
+    out = jnp.log(f[..., :head].reshape(f.shape[:-1] + (head // _GROUP, _GROUP)).prod(-1)).sum(-1)
+    return out + jnp.log(f[..., head:]).sum(-1) if head < n else out
+
+
+def _sweep_layer_ratios(params, l, layers, a, pq, noise, beta, refresh):
+    """:func:`_sweep_layer` on the children's probabilities instead of their softplus terms.
+
+    With ``p_j = sigmoid(a_j)``, ``q_j = 1 - p_j`` and ``delta_j = (1 - 2 s) w_kj`` (unit ``k``
+    flipping from ``s``), a child's term in the flip's log-odds is
+    ``c_j delta_j - [softplus(a_j + delta_j) - softplus(a_j)] = c_j delta_j - log(q_j + p_j e^{delta_j})``,
+    and after a flip ``p_j <- p_j e^{delta_j} / f_j``, ``q_j <- q_j / f_j`` (``f_j = q_j + p_j e^{delta_j}``).
+    ``e^{+-w}`` is made once per sweep, ``sum_j c_j delta_j`` for every unit by one matrix product,
+    and the logs are taken of products of four (every ``|w| <= 20``: the caller checks): a quarter
+    of a log per child and unit where the softplus form takes an exp and a log.
+
+    The one approximation is float32's range: a ``p`` or ``q`` below ``e^-87`` is 0, and the
+    product updates cannot bring it back. So ``a`` is kept exactly (one add on a flip) and ``p, q``
+    are recomputed from it after every ``refresh`` units, a run that can move no ``a`` by more than
+    70 nats (``refresh * max|w| <= 70``): a ``p`` or ``q`` that underflowed at ``a <= -87`` is back
+    before ``a`` reaches ``-17``, where it would first change ``f`` by float32's rounding (``e^-17``).
+    ``a`` and ``pq`` are updated in place for the children."""
+    arch = params.architecture
+    kids = arch.children(l)
+    weights = [params[f"W_{l}_{c}"] for c in kids]  # (n_l, n_c)
+    ups, downs = [jnp.exp(w) for w in weights], [jnp.exp(-w) for w in weights]
+    cw = [layers[c] @ w.T for c, w in zip(kids, weights)]  # (B, n_l): sum_j c_j w_kj for every unit k
+    coefs = [beta if c == 0 else 1.0 for c in kids]
+    a_own = a[l].T  # (n_l, B): the layer's own pre-activation, fixed while it is swept
+
+    def body(k, carry):
+        h_t, a_kids, ps, qs = carry
+        s = h_t[k]
+        sign = 1.0 - 2.0 * s
+        d = sign * a_own[k]  # own term
+        up = (sign > 0)[:, None]
+        factors = []
+        for i in range(len(kids)):
+            e = jnp.where(up, ups[i][k], downs[i][k])  # e^{delta_j}
+            f = qs[i] + ps[i] * e  # (1 + e^{a_j + delta_j}) / (1 + e^{a_j})
+            d = d + coefs[i] * (sign * cw[i][:, k] - _sum_log(f))
+            factors.append((e, f))
+        flip = d > noise[k]  # logistic noise: P(flip) = sigmoid(d), the exact conditional
+        h_t = h_t.at[k].set(jnp.where(flip, 1.0 - s, s))
+        on = flip[:, None]
+        a_new, p_new, q_new = [], [], []
+        for i, (e, f) in enumerate(factors):
+            r = 1.0 / f
+            a_new.append(jnp.where(on, a_kids[i] + sign[:, None] * weights[i][k], a_kids[i]))
+            p_new.append(jnp.where(on, ps[i] * e * r, ps[i]))
+            q_new.append(jnp.where(on, qs[i] * r, qs[i]))
+        fresh = lambda a_, p_, q_: (tuple(jax.nn.sigmoid(v) for v in a_), tuple(jax.nn.sigmoid(-v) for v in a_))  # noqa: E731
+        kept = lambda a_, p_, q_: (tuple(p_), tuple(q_))  # noqa: E731
+        p_new, q_new = lax.cond((k + 1) % refresh == 0, fresh, kept, a_new, p_new, q_new)
+        return h_t, tuple(a_new), p_new, q_new
+
+    carry = (layers[l].T, tuple(a[c] for c in kids), tuple(pq[c][0] for c in kids), tuple(pq[c][1] for c in kids))
+    h_t, a_kids, ps, qs = lax.fori_loop(0, arch.sizes[l], body, carry)
+    for i, c in enumerate(kids):
+        a[c], pq[c] = a_kids[i], (ps[i], qs[i])
+    return h_t.T
+
+
+def _sweep_softplus(params, layers, a, noises, beta):
+    """Every hidden layer swept on the softplus form (:func:`_sweep_layer`): the layers and the
+    pre-activations after the sweep."""
+    a = list(a)
+    sp = [jax.nn.softplus(v) for v in a]
+    layers = list(layers)
+    for l in range(1, params.architecture.num_layers + 1):
+        layers[l] = _sweep_layer(params, l, layers, a, sp, noises[l - 1], beta)
+    return layers, a
+
+
+def _sweep_ratios(params, layers, a, noises, beta):
+    """Every hidden layer swept on the probability form (:func:`_sweep_layer_ratios`)."""
+    arch = params.architecture
+    a = list(a)
+    pq = {c: (jax.nn.sigmoid(v), jax.nn.sigmoid(-v)) for c, v in enumerate(a)}
+    max_w = jnp.max(jnp.stack([jnp.abs(params[f"W_{p}_{c}"]).max() for p, c in arch.edges()]))
+    refresh = jnp.clip(jnp.floor(_REFRESH_NATS / jnp.maximum(max_w, 1e-6)), 1, 1 << 20).astype(jnp.int32)
+    layers = list(layers)
+    for l in range(1, arch.num_layers + 1):
+        layers[l] = _sweep_layer_ratios(params, l, layers, a, pq, noises[l - 1], beta, refresh)
+    return layers, a
+
+
+def _ratios_apply(params):
+    """Whether :func:`_sweep_layer_ratios` applies: every ``|w| <= 20``."""
+    arch = params.architecture
+    return jnp.all(jnp.stack([jnp.abs(params[f"W_{p}_{c}"]).max() <= _RATIOS_MAX_W for p, c in arch.edges()]))
+
+
 def step(rng_key, state: GibbsState, params: SBNParams, x, beta=1.0):
     """One Gibbs sweep over all hidden units of ``p(h | x)`` (tempered: ``p(h) p(x|h)^beta``).
 
@@ -111,20 +213,24 @@ def step(rng_key, state: GibbsState, params: SBNParams, x, beta=1.0):
     :param x: observed data ``(..., D)`` of 0./1., broadcastable to ``(*batch, D)``.
     :param beta: inverse temperature on the likelihood ``log p(x | h)`` (1: the posterior).
     :returns: ``(new state, GibbsInfo)``.
+
+    The sweep runs on the children's probabilities (:func:`_sweep_layer_ratios`: a fraction of
+    the transcendental functions, the same conditionals to float32 rounding) while every
+    ``|w| <= 20``, else on their softplus terms (:func:`_sweep_layer`); the same noise decides the
+    flips on both.
     """
     params = _as_jax(params)
     arch = params.architecture
     batch = state.hidden[0].shape[:-1]
     layers = [v.reshape((-1, v.shape[-1])) for v in _layers(jnp.asarray(x), state.hidden)]
-    a = _preactivations(params, layers)
-    sp = [jax.nn.softplus(v) for v in a]
     keys = random.split(rng_key, arch.num_layers)
+    noises = [random.logistic(keys[l - 1], (arch.sizes[l], layers[0].shape[0]), dtype=layers[l].dtype)
+              for l in range(1, arch.num_layers + 1)]
     old = list(layers)
-    for l in range(1, arch.num_layers + 1):
-        noise = random.logistic(keys[l - 1], (arch.sizes[l], layers[0].shape[0]), dtype=layers[l].dtype)
-        layers[l] = _sweep_layer(params, l, layers, a, sp, noise, beta)
-    # log p(x, h) = sum_l sum_j [s_j a_j - softplus(a_j)], from the caches kept current
-    per_layer = [jnp.sum(layers[l] * a[l] - sp[l], -1) for l in range(arch.num_layers + 1)]
+    a = _preactivations(params, layers)
+    layers, a = lax.cond(_ratios_apply(params), _sweep_ratios, _sweep_softplus, params, layers, a, noises, beta)
+    # log p(x, h) = sum_l sum_j [s_j a_j - softplus(a_j)]
+    per_layer = [jnp.sum(layers[l] * a[l] - jax.nn.softplus(a[l]), -1) for l in range(arch.num_layers + 1)]
     flips = sum(jnp.sum(layers[l] != old[l], -1) for l in range(1, arch.num_layers + 1)) / arch.num_hidden
     hidden = tuple(layers[l].reshape(batch + (arch.sizes[l],)) for l in range(1, arch.num_layers + 1))
     info = GibbsInfo(sum(per_layer).reshape(batch), per_layer[0].reshape(batch), flips.reshape(batch))
