@@ -437,9 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_renamed(p, {"--k": "--is-particles", "--temperatures": "--ais-temperatures", "--chains": "--ais-chains"})
     p.set_defaults(func=_cmd_compare)
 
+    from sbn_ppl.comparison.certify import add_certify_command
     from sbn_ppl.comparison.reporting import add_report_command
 
     add_report_command(sub)
+    add_certify_command(sub)
     return parser
 
 

@@ -403,6 +403,7 @@ def report_markdown(config: Mapping[str, Any], records: Sequence[Mapping[str, An
         *_gradient_variance_section(records, config),
         *_tuning_section(records),
         *_bdmc_section(records),
+        *_certified_section(records),
         "## Every run",
         "",
         _runs_table(records, summary),
@@ -461,6 +462,41 @@ def _bdmc_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
                   "(Grosse, Ghahramani & Adams 2015). The last column is importance sampling with the method's own "
                   "guide on the same points: how far below the sandwich its IS falls.", ""]
     return lines
+
+
+def _certified_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """report.md's section on the records ``certify`` has scored (none: nothing)."""
+    rows = [r for r in records if r.get("certified")]
+    if not rows:
+        return []
+    c0 = rows[0]["certified"]
+    lines = [f"## AIS beside IS, with its certified gap (`sbn-ppl certify`)", "",
+             f"AIS with T = {c0['temperatures']} temperatures and C = {c0['chains']} chains on a seeded random "
+             f"{c0['points']} of the scored test points; IS on the same points from the record's per-point figures; "
+             f"BDMC on {c0['bdmc_points']} points simulated from each model at the same schedule.", "",
+             "| method | backend | seed | IS (all scored points) | IS (these points) | AIS ± SE | AIS − IS ± SE | "
+             "BDMC gap | AIS within IS? |", "|---|---|---|---|---|---|---|---|---|"]
+    disagree = []
+    for r in sorted(rows, key=lambda r: -r["certified"]["ais_log_likelihood"]):
+        c = r["certified"]
+        d, se = c.get("ais_minus_is"), c.get("ais_minus_is_stderr")
+        apart = d is not None and se is not None and abs(d) > 2 * se
+        if apart:
+            disagree.append(f"{r['method']} ({r['backend']})")
+        lines.append(f"| {r['method']} | {r['backend']} | {r.get('seed', 0)} | {_num(r.get('test_log_likelihood'))} | "
+                     f"{_num(c.get('is_log_likelihood'))} | {_num(c['ais_log_likelihood'])} ± {_num(c['ais_stderr'], 3)} | "
+                     f"{'–' if d is None else f'{d:+.2f} ± {se:.2f}'} | {_num(c.get('bdmc_gap'))} | "
+                     f"{'–' if d is None else ('**no**' if apart else 'yes')} |")
+    order = ", ".join(f"{r['method']} ({r['backend']})" for r in sorted(
+        rows, key=lambda r: -r["certified"]["ais_log_likelihood"]))
+    lines += ["", f"Ranked by AIS: {order}."]
+    if disagree:
+        lines.append(f"IS and AIS disagree by more than twice their paired standard error for {', '.join(disagree)}: "
+                     "IS is a lower bound that depends on the guide, AIS's error is bounded by its BDMC gap, so this "
+                     "ranking (AIS's) is the one to read.")
+    else:
+        lines.append("IS and AIS agree within twice their paired standard error for every method.")
+    return lines + [""]
 
 
 def _description(config: Mapping[str, Any], seeds: Sequence[int]) -> str:

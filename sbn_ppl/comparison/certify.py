@@ -1,0 +1,130 @@
+"""``sbn-ppl certify DIR``: annealed importance sampling, with its bidirectional Monte Carlo gap,
+beside a finished comparison's importance-sampling figures.
+
+A comparison at the benchmarks' scale is scored by importance sampling with each method's guide
+(or one fitted post hoc): a stochastic lower bound whose gap depends on the guide, so two methods
+1 nat apart may rank their guides, not their models. ``certify`` takes the parameters each record
+was scored with and adds, per record:
+
+* AIS (``temperatures`` x ``chains``, the sigmoid schedule) on a seeded random ``points`` of the
+  same test points (the record's ``test_pointwise`` gives its IS figure on exactly those points,
+  so AIS - IS is a paired difference with its standard error);
+* BDMC on ``bdmc_points`` points simulated from the model at the same schedule: forward AIS below,
+  reverse AIS above; their gap bounds AIS's error on data like the model's (Grosse et al. 2015).
+
+Where AIS and IS disagree by more than twice the paired standard error, the report says so, and
+its ranking is AIS's (the one whose gap is stated). Each record's result is written to
+``results.json`` (atomically) as soon as it is made, so an interrupted ``certify`` resumes where it
+stopped; a record certified at other settings is certified again.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from sbn_ppl.base.arrays import random_subset, subset_indices
+from sbn_ppl.base.params import SBNParams
+from sbn_ppl.comparison import reporting
+
+CERTIFY_SEED = 1  # the AIS points: one fixed subset of the scored test points, apart from the curve's
+
+
+def certify(out: str | os.PathLike, *, points: int = 1000, temperatures: int = 1000, chains: int = 4,
+            bdmc_points: int = 50, seed: int = 0, methods: Sequence[str] | None = None, progress: bool = True,
+            devices: int | None = None) -> list[dict]:
+    """Add AIS and its BDMC gap to every scored record of the comparison in ``out`` (see the
+    module); returns the records. ``methods``: only these (default: every scored record)."""
+    from sbn_ppl.comparison.harness import CURVE_SUBSET_SEED, _load
+    from sbn_ppl.yardstick import score
+    from sbn_ppl.yardstick.bdmc import bdmc
+
+    for name, value in (("points", points), ("temperatures", temperatures), ("chains", chains),
+                        ("bdmc_points", bdmc_points)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if name == "bdmc_points"
+                                                                                        else 1):
+            raise ValueError(f"certify: {name} must be a whole number >= {0 if name == 'bdmc_points' else 1}, "
+                             f"got {value!r}")
+    out = os.fspath(out)
+    config, records = reporting.read_results(out)
+    dataset, _ = _load(config["data"])
+    test = random_subset(dataset.test, config.get("test_points"), CURVE_SUBSET_SEED)
+    idx = subset_indices(len(test), points, CERTIFY_SEED) if points < len(test) else np.arange(len(test))
+    x = test[idx]
+    settings = {"points": int(len(idx)), "temperatures": int(temperatures), "chains": int(chains),
+                "bdmc_points": int(bdmc_points), "seed": int(seed)}
+    chosen = [r for r in records if not r.get("error") and r.get("params")
+              and (methods is None or r["method"] in methods)]
+    if not chosen:
+        raise ValueError(f"certify: {out!r} has no scored record with parameters"
+                         + (f" among {', '.join(methods)}" if methods else ""))
+    for r in chosen:
+        done = r.get("certified")
+        if done and all(done.get(k) == v for k, v in settings.items()):
+            continue
+        params = SBNParams.load(_params_path(out, r["params"]))
+        t0 = time.perf_counter()
+        if progress:
+            print(f"certify {r['method']} ({r['backend']}, seed {r.get('seed', 0)}): AIS T={temperatures}, "
+                  f"C={chains} on {len(idx)} test points", flush=True)
+        ais = score(params, x, "ais", ais_temperatures=temperatures, ais_chains=chains, seed=seed,
+                    progress=progress, devices=devices)
+        result: dict[str, Any] = {**settings, "ais_log_likelihood": ais.mean, "ais_stderr": ais.mean_stderr,
+                                  "ais_estimator": ais.estimator}
+        pointwise = r.get("test_pointwise")
+        if pointwise is not None and len(pointwise) == len(test) and r.get("test_estimator", "").startswith("is"):
+            diff = np.asarray(ais.per_point, np.float64) - np.asarray(pointwise, np.float64)[idx]
+            se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else None
+            result.update(is_log_likelihood=float(np.mean(np.asarray(pointwise, np.float64)[idx])),
+                          ais_minus_is=float(diff.mean()), ais_minus_is_stderr=se)
+        if bdmc_points:
+            sandwich = bdmc(params, bdmc_points, seed, temperatures, chains, devices=devices)
+            result.update(sandwich.summary())
+        result["seconds"] = time.perf_counter() - t0
+        r["certified"] = result
+        reporting.write_results(out, config, records)  # each record as it is made: an interruption loses none
+    return records
+
+
+def _params_path(out: str, saved: str) -> str:
+    """The record's parameter file: where it says, else in its method folder under ``out`` (a
+    folder moved, or a relative ``--out``)."""
+    if os.path.isfile(saved):
+        return saved
+    return os.path.join(out, os.path.basename(os.path.dirname(saved)), os.path.basename(saved))
+
+
+def add_certify_command(subparsers) -> Any:
+    """Register ``sbn-ppl certify DIR [--points N] [--temperatures T] [--chains C] [--bdmc-points M]``."""
+    p = subparsers.add_parser(
+        "certify", help="AIS with its BDMC gap beside a finished comparison's IS figures",
+        description="For every scored record of a `sbn-ppl compare` folder: AIS on a seeded random N of its test "
+                    "points (paired with the record's IS figures on the same points) and bidirectional Monte Carlo "
+                    "on points simulated from the model; written into results.json and report.md as each record "
+                    "finishes (an interrupted run resumes).")
+    p.add_argument("out", metavar="DIR", help="the output folder of sbn-ppl compare")
+    p.add_argument("--points", type=int, default=1000, help="test points scored by AIS (default 1000)")
+    p.add_argument("--temperatures", type=int, default=1000, help="AIS temperatures T (default 1000)")
+    p.add_argument("--chains", type=int, default=4, help="AIS chains C per point (default 4)")
+    p.add_argument("--bdmc-points", type=int, default=50, help="simulated points for BDMC (0: none; default 50)")
+    p.add_argument("--methods", help="comma-separated: only these methods (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--devices", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress")
+    p.set_defaults(func=_cmd_certify)
+    return p
+
+
+def _cmd_certify(args) -> int:
+    methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    certify(args.out, points=args.points, temperatures=args.temperatures, chains=args.chains,
+            bdmc_points=args.bdmc_points, seed=args.seed, methods=methods, progress=not args.quiet,
+            devices=args.devices)
+    with open(os.path.join(args.out, "report.md")) as f:
+        text = f.read()
+    start = text.find("## AIS beside IS")
+    print(text[start:text.find("\n## ", start + 3)] if start >= 0 else text)
+    return 0

@@ -1,0 +1,80 @@
+"""``sbn-ppl certify`` (issue 21): AIS with its BDMC gap beside a finished comparison's IS figures,
+on a net small enough for the exact log-likelihood (enumeration) to be the check."""
+import json
+
+import numpy as np
+import pytest
+
+from sbn_ppl import SBNParams, compare
+from sbn_ppl.base.arrays import random_subset, subset_indices
+from sbn_ppl.comparison import certify as certify_module
+from sbn_ppl.comparison.certify import CERTIFY_SEED, certify
+from sbn_ppl.yardstick.exact import exact_log_likelihood
+from tests.comparison.test_validation_and_tuning import ARCH, splits_file
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """rws (a guide: IS) and gibbs (no guide: IS with a post-hoc one) on 16-4-2, 60 test points."""
+    root = tmp_path_factory.mktemp("certify")
+    data = splits_file(root / "d.npz")
+    out = root / "run"
+    compare(data, ARCH, methods="rws,gibbs", steps=60, checkpoints=2, batch_size=50, estimator="is",
+            is_particles=200, curve_particles=20, curve_points=30, test_points=60, posthoc_steps=60,
+            out=str(out), progress=False, seed=0)
+    return data, out
+
+
+def test_ais_beside_is_on_the_same_points_with_the_bdmc_gap(finished):
+    data, out = finished
+    records = certify(out, points=25, temperatures=300, chains=4, bdmc_points=10, progress=False)
+    test = random_subset(np.load(data)["test"], 60, 0)
+    idx = subset_indices(60, 25, CERTIFY_SEED)
+    for r in records:
+        c = r["certified"]
+        assert (c["points"], c["temperatures"], c["chains"], c["bdmc_points"]) == (25, 300, 4, 10)
+        # IS on the same 25 points, read from the record's per-point figures
+        assert c["is_log_likelihood"] == pytest.approx(np.mean(np.asarray(r["test_pointwise"])[idx]))
+        # AIS against the exact mean log p(x) of those points: at T = 300 on 16-4-2 the bias is
+        # far below 0.05 nats; 5 standard errors of C = 4 runs per point cover the rest
+        exact = exact_log_likelihood(SBNParams.load(r["params"]), test[idx]).mean()
+        assert abs(c["ais_log_likelihood"] - exact) < 0.05 + 5 * c["ais_stderr"], (r["method"], c, exact)
+        assert c["ais_minus_is"] == pytest.approx(c["ais_log_likelihood"] - c["is_log_likelihood"])
+        assert c["ais_minus_is_stderr"] > 0
+        # the sandwich: lower <= upper up to noise, and tight on a net this small
+        assert c["bdmc_lower"] <= c["bdmc_upper"] + 0.05 and c["bdmc_gap"] < 0.5
+    report = (out / "report.md").read_text()
+    assert "## AIS beside IS, with its certified gap" in report and "Ranked by AIS:" in report
+    saved = json.loads((out / "results.json").read_text())
+    assert all(r["certified"]["ais_log_likelihood"] is not None for r in saved["records"])
+
+
+def test_a_certified_record_is_not_certified_again_at_the_same_settings(finished, monkeypatch):
+    _, out = finished
+    certify(out, points=10, temperatures=20, chains=2, bdmc_points=0, progress=False)
+    import sbn_ppl.yardstick as yardstick
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(yardstick, "score", refuse)
+    certify(out, points=10, temperatures=20, chains=2, bdmc_points=0, progress=False)  # nothing to do
+    with pytest.raises(AssertionError, match="scored again"):  # other settings: certified again
+        certify(out, points=10, temperatures=30, chains=2, bdmc_points=0, progress=False)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(points=0), "points must be a whole number >= 1"),
+    (dict(temperatures=1.5), "temperatures must be a whole number"),
+    (dict(bdmc_points=-1), "bdmc_points must be a whole number >= 0"),
+    (dict(methods=["nope"]), "no scored record with parameters among nope"),
+])
+def test_bad_settings_are_refused(finished, kw, message):
+    _, out = finished
+    with pytest.raises(ValueError, match=message):
+        certify(out, progress=False, **kw)
+
+
+def test_certify_needs_a_comparison(tmp_path):
+    with pytest.raises(ValueError, match="results"):
+        certify(tmp_path, progress=False)
