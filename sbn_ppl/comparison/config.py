@@ -94,6 +94,9 @@ class CompareConfig:
                                          ">= 2)", (int,))
     tune: Any = _f(None, "a grid per method, chosen on the validation split: 'lr=3e-4,1e-3,3e-3' (several options: "
                          "'lr=1e-3,3e-3;k=5,10'; in TOML a table of lists)", (str, dict))
+    tuned_from: str | None = _f(None, "a finished tuning run's folder (compare --tune): each method at the options "
+                                      "chosen there on the validation split (e.g. a grid at 10 epochs, then this run "
+                                      "at 50); a method's own [options.<method>] still wins", (str,))
     executor: str = _f("sequential", "where the cells (method, seed, tuning point) run: sequential (here, in turn) "
                                      "or ray (one Ray task each)", (str,), choices=("sequential", "ray"))
     ray_address: str | None = _f(None, "executor ray: a running cluster ('auto', 'ray://host:10001'); default a "

@@ -48,3 +48,23 @@ def select_tuned(records: Sequence[dict], select: str) -> list[dict]:
         for r in points[best]:
             chosen.append({**r, "tuned": {"chosen": dict(best), "grid": grid, "selection_seconds": cost}})
     return chosen
+
+
+def tuned_choices(folder: str) -> dict[str, dict]:
+    """The options each method was run at in a finished tuning run (``compare --tune``), from its
+    ``results.json``: ``{"method:backend": {option: value}}`` (the chosen grid point merged into
+    the method's options there). A ``ValueError`` where ``folder`` holds no tuning run."""
+    from sbn_ppl.comparison.reporting import read_results
+
+    config, records = read_results(folder, advice="give the folder of a finished sbn-ppl compare --tune run")
+    if not config.get("tune"):
+        raise ValueError(f"tuned_from: {folder!r} is not a tuning run (its compare had no --tune)")
+    chosen = {}
+    for r in records:
+        if r.get("error") or not r.get("tuned"):
+            continue
+        label = f"{r['method']}:{r['backend']}"
+        point = dict(r["tuned"]["chosen"])
+        if chosen.setdefault(label, point) != point:
+            raise ValueError(f"tuned_from: {folder!r} chose different points for {label} over seeds")
+    return chosen

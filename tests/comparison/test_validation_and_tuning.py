@@ -204,3 +204,26 @@ def test_guide_is_chosen_on_validation_and_the_test_set_scored_once(tmp_path, mo
     # both guides on the 30 validation points, then the chosen one on the 20 test points and the 25
     # training points, each once: the test set is never scored with the guide that was not chosen
     assert sorted(calls) == [(20, "recognition"), (25, "recognition"), (30, "recognition"), (30, "recognition")]
+
+
+# -- 4. a run at the points a tuning run chose (a grid at a short budget, then the long run) -----
+def test_tuned_from_runs_each_method_at_the_point_chosen_on_validation(toy, tmp_path):
+    data = splits_file(tmp_path / "d.npz", valid_mean=0.85, test_mean=0.15)
+    grid = tmp_path / "grid"
+    compare(data, ARCH, methods="planted", steps=4, checkpoints=2, batch_size=50, tune="bias=-2,2", out=str(grid),
+            **QUIET)
+    RUNS.clear()
+    [r] = compare(data, ARCH, methods="planted", steps=8, checkpoints=2, batch_size=50, tuned_from=str(grid),
+                  out=str(tmp_path / "long"), **QUIET)
+    assert r["error"] is None and r["options"]["bias"] == 2 and RUNS == [r["options"]]
+    # a method's own options still win over the tuned point
+    RUNS.clear()
+    [r] = compare(data, ARCH, methods="planted", steps=4, batch_size=50, tuned_from=str(grid),
+                  options={"planted": {"bias": -1.0}}, **QUIET)
+    assert r["options"]["bias"] == -1.0
+    with pytest.raises(ValueError, match="did not tune gibbs:numpyro"):
+        compare(data, ARCH, methods="planted,gibbs", steps=4, tuned_from=str(grid), **QUIET)
+    untuned = tmp_path / "untuned"
+    compare(data, ARCH, methods="planted", steps=2, batch_size=50, out=str(untuned), **QUIET)
+    with pytest.raises(ValueError, match="is not a tuning run"):
+        compare(data, ARCH, methods="planted", steps=2, tuned_from=str(untuned), **QUIET)

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 
 from sbn_ppl import cli, inference
@@ -175,7 +177,7 @@ def test_the_example_config_names_real_methods_and_options():
     assert method_options(planned, kwargs["options"])[("rws", "numpyro")]["k"] == 5
 
 
-@pytest.mark.parametrize("name", ["compare.toml", "binarized_mnist.toml", "binarized_mnist_3layer.toml", "uci.toml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.toml")))
 def test_every_example_config_is_valid(name):
     from pathlib import Path
 
