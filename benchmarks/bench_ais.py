@@ -63,6 +63,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", help="a trained 784-200-200 model (.npz); default SBNParams.init(seed=0)")
     ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--bdmc", help="also BDMC on 50 simulated points at these T, e.g. 500,1000 (C = 4)")
+    ap.add_argument("--ais-temperatures", type=int,
+                    help="also AIS at this T (C = 4) on the 1,000 images, timed, beside IS with the model's guide")
     args = ap.parse_args()
     params = SBNParams.load(args.params) if args.params else SBNParams.init(ARCH, seed=0)
     x, what = test_images()
@@ -91,6 +94,28 @@ def main():
           f"{out['ratios'][0] / out['softplus'][0]:.2f}x (wall); "
           f"ais / bare ratio sweep: {out['ais'][1] / out['ratios'][1]:.2f} (CPU time)")
     print(json.dumps({k: {"per_s": round(v[0]), "per_cpu_s": round(v[1])} for k, v in out.items()}))
+    yardstick(params, x, args)
+
+
+def yardstick(params, x, args):
+    """The yardstick at this scale: BDMC gaps, and AIS on the images (timed) beside IS."""
+    from sbn_ppl.yardstick.bdmc import bdmc
+
+    for t in [int(v) for v in args.bdmc.split(",")] if args.bdmc else []:
+        t0 = time.perf_counter()
+        s = bdmc(params, num_points=50, seed=1, num_temperatures=t, num_chains=CHAINS)
+        print(f"BDMC T={t}, C={CHAINS}, 50 simulated points: lower {s.lower.mean:.3f}, upper {s.upper.mean:.3f}, "
+              f"gap {s.gap:.3f} nats, {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.ais_temperatures:
+        t0, c0 = time.perf_counter(), time.process_time()
+        ais = score(params, x, "ais", ais_temperatures=args.ais_temperatures, ais_chains=CHAINS, seed=0)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rows = len(x) * CHAINS * args.ais_temperatures
+        print(f"AIS T={args.ais_temperatures}, C={CHAINS} on {len(x)} images: {ais.mean:.3f} +- {ais.mean_stderr:.3f}, "
+              f"{wall:.0f} s ({cpu:.0f} CPU-s; {rows / wall:,.0f} row-sweeps/s)", flush=True)
+        if params.has_guide("recognition"):
+            est = score(params, x, "is", guide="recognition", is_particles=5000, seed=0)
+            print(f"IS with the model's guide, K = 5,000, same images: {est.mean:.3f} +- {est.mean_stderr:.3f}")
 
 
 if __name__ == "__main__":
