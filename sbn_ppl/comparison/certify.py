@@ -10,7 +10,9 @@ was scored with and adds, per record:
   same test points (the record's ``test_pointwise`` gives its IS figure on exactly those points,
   so AIS - IS is a paired difference with its standard error);
 * BDMC on ``bdmc_points`` points simulated from the model at the same schedule: forward AIS below,
-  reverse AIS above; their gap bounds AIS's error on data like the model's (Grosse et al. 2015).
+  reverse AIS above; their gap bounds AIS's error on data like the model's (Grosse et al. 2015);
+  and IS with the method's own guide (the comparison's K) on the same simulated points, which says
+  how far below the sandwich the guide's IS falls.
 
 Where AIS and IS disagree by more than twice the paired standard error, the report says so, and
 its ranking is AIS's (the one whose gap is stated). Each record's result is written to
@@ -82,7 +84,11 @@ def certify(out: str | os.PathLike, *, points: int = 1000, temperatures: int = 1
                           ais_minus_is=float(diff.mean()), ais_minus_is_stderr=se)
         if bdmc_points:
             sandwich = bdmc(params, bdmc_points, seed, temperatures, chains, devices=devices)
-            result.update(sandwich.summary())
+            result.update(sandwich.summary(), bdmc_is=None)
+            guide = r.get("guide")
+            if guide and params.has_guide(guide):  # the method's own guide's IS on the simulated points
+                result["bdmc_is"] = score(params, sandwich.x, "is", guide=guide, seed=seed,
+                                          is_particles=int(config.get("is_particles") or 1000)).mean
         result["seconds"] = time.perf_counter() - t0
         r["certified"] = result
         reporting.write_results(out, config, records)  # each record as it is made: an interruption loses none

@@ -475,7 +475,8 @@ def _certified_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
              f"{c0['points']} of the scored test points; IS on the same points from the record's per-point figures; "
              f"BDMC on {c0['bdmc_points']} points simulated from each model at the same schedule.", "",
              "| method | backend | seed | IS (all scored points) | IS (these points) | AIS ± SE | AIS − IS ± SE | "
-             "BDMC gap | AIS within IS? |", "|---|---|---|---|---|---|---|---|---|"]
+             "AIS within IS? | BDMC lower / upper (gap) | own guide's IS on the simulated points |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     disagree = []
     for r in sorted(rows, key=lambda r: -r["certified"]["ais_log_likelihood"]):
         c = r["certified"]
@@ -485,8 +486,10 @@ def _certified_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
             disagree.append(f"{r['method']} ({r['backend']})")
         lines.append(f"| {r['method']} | {r['backend']} | {r.get('seed', 0)} | {_num(r.get('test_log_likelihood'))} | "
                      f"{_num(c.get('is_log_likelihood'))} | {_num(c['ais_log_likelihood'])} ± {_num(c['ais_stderr'], 3)} | "
-                     f"{'–' if d is None else f'{d:+.2f} ± {se:.2f}'} | {_num(c.get('bdmc_gap'))} | "
-                     f"{'–' if d is None else ('**no**' if apart else 'yes')} |")
+                     f"{'–' if d is None else f'{d:+.2f} ± {se:.2f}'} | "
+                     f"{'–' if d is None else ('**no**' if apart else 'yes')} | "
+                     f"{_num(c.get('bdmc_lower'))} / {_num(c.get('bdmc_upper'))} ({_num(c.get('bdmc_gap'))}) | "
+                     f"{_num(c.get('bdmc_is'))} |")
     order = ", ".join(f"{r['method']} ({r['backend']})" for r in sorted(
         rows, key=lambda r: -r["certified"]["ais_log_likelihood"]))
     lines += ["", f"Ranked by AIS: {order}."]

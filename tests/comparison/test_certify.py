@@ -43,6 +43,10 @@ def test_ais_beside_is_on_the_same_points_with_the_bdmc_gap(finished):
         assert c["ais_minus_is_stderr"] > 0
         # the sandwich: lower <= upper up to noise, and tight on a net this small
         assert c["bdmc_lower"] <= c["bdmc_upper"] + 0.05 and c["bdmc_gap"] < 0.5
+        if r["method"] == "rws":  # its own guide's IS on the simulated points: a lower bound, below the sandwich's top
+            assert c["bdmc_is"] < c["bdmc_upper"] + 0.05
+        else:  # Gibbs has no guide of its own
+            assert c["bdmc_is"] is None
     report = (out / "report.md").read_text()
     assert "## AIS beside IS, with its certified gap" in report and "Ranked by AIS:" in report
     saved = json.loads((out / "results.json").read_text())
