@@ -31,6 +31,7 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -427,6 +428,7 @@ class _Comparison:
         (with its message), not raised. Also returns the parameters to save by file name (none
         where this run saved them itself, or failed)."""
         opts = self._options(m, tuning)
+        began = time.perf_counter()
         record: dict[str, Any] = {"method": m.name, "backend": m.backend, "seed": seed, "guide": m.guide,
                                   "options": opts, **self._tuning(tuning)}
         arrays: dict[str, SBNParams] = {}
@@ -520,6 +522,7 @@ class _Comparison:
             record.update({k: None for k in reporting.CSV_FIELDS if k not in record}, curve=[],
                           error=f"{type(e).__name__}: {e}".splitlines()[0])
             arrays = {}
+        record["cell_seconds"] = time.perf_counter() - began  # the whole cell: training, curve, final scores
         return _normalised(record), arrays
 
 

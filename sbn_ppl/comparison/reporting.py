@@ -30,7 +30,8 @@ from sbn_ppl.comparison.published import published_table
 # One row of results.csv per (method, backend, seed); results.json also holds "options",
 # "test_pointwise" and "curve".
 CSV_FIELDS = (
-    "method", "backend", "seed", "guide", "steps", "epochs", "seconds", "steps_per_second", "objective", "selected_step",
+    "method", "backend", "seed", "guide", "steps", "epochs", "seconds", "steps_per_second", "cell_seconds", "objective",
+    "selected_step",
     "test_log_likelihood", "test_stderr", "test_estimator", "test_guide", "guide_chosen_on",
     "own_guide_log_likelihood", "posthoc_log_likelihood", "test_is_log_likelihood", "test_is_stderr",
     "test_is_khat", "test_is_ess", "train_log_likelihood", "bound", "kl_q_p", "warnings", "params", "error",
@@ -640,7 +641,7 @@ _FINITE = ("objective", "test_log_likelihood", "own_guide_log_likelihood", "post
            "test_own_guide_log_likelihood", "test_posthoc_log_likelihood",  # as written before 0.3.1
            "test_is_log_likelihood", "train_log_likelihood", "bound", "kl_q_p", "test_is_khat")
 _NON_NEGATIVE = ("epochs", "seconds", "steps_per_second", "test_stderr", "test_is_stderr", "test_is_ess",
-                 "guide_gradient_variance")
+                 "guide_gradient_variance", "cell_seconds")
 _COUNTS = ("steps", "selected_step", "seed")
 _STRINGS = ("guide", "test_estimator", "test_guide", "guide_chosen_on", "params", "error")
 
@@ -771,7 +772,7 @@ def merge_runs(runs: Sequence[tuple[str, Mapping[str, Any], Sequence[Mapping[str
 def _results_only(record: Mapping[str, Any]) -> dict:
     """A record less what two runs of one computation may differ in: the timings (and speeds),
     and the path of its parameter file."""
-    timing = ("seconds", "steps_per_second", "params")
+    timing = ("seconds", "steps_per_second", "cell_seconds", "params")
     out = {k: v for k, v in record.items() if k not in timing}
     out["curve"] = [{k: v for k, v in c.items() if k != "seconds"} for c in record.get("curve") or []]
     return out

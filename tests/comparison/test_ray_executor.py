@@ -19,7 +19,7 @@ from sbn_ppl.comparison.harness import compare  # noqa: E402
 from tests.comparison import ray_toys  # noqa: E402
 
 DATA, STEPS = "synthetic:16-6-3:0", 20
-TIMING = ("seconds", "steps_per_second")
+TIMING = ("seconds", "steps_per_second", "cell_seconds")
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from sbn_ppl.comparison.reporting import CSV_FIELDS
 
 DATA = "synthetic:16-6-3:0"  # a teacher SBN, 9 hidden units: exact log p(x) costs milliseconds
 BUDGET = dict(steps=4, checkpoints=2)
-TIMES = ("seconds", "steps_per_second")
+TIMES = ("seconds", "steps_per_second", "cell_seconds")
 
 
 def without_times(records):
@@ -126,6 +126,7 @@ def test_every_installed_method_has_a_record_with_a_finite_exact_test_log_likeli
         assert r["error"] is None, r["error"]
         assert r["backend"] == m.backend and r["guide"] == m.guide and r["options"] == harness._normalised(m.defaults)
         assert r["steps"] == 4 and r["seconds"] > 0 and r["steps_per_second"] == pytest.approx(4 / r["seconds"])
+        assert r["cell_seconds"] >= r["seconds"]  # the whole cell: training, then the curve and the final scores
         assert r["test_estimator"] == "exact" and r["test_stderr"] == 0
         assert math.isfinite(r["test_log_likelihood"]) and math.isfinite(r["train_log_likelihood"])
         assert math.isfinite(r["objective"])
