@@ -3,7 +3,9 @@ the twin: ``pyro.py``).
 
 Own tricks: a layer's units in a ``lax.fori_loop`` over the cached pre-activations (a sweep
 compiles once whatever the width), each flip drawn as ``log-odds of a flip > logistic noise``
-drawn up front; :class:`SBNGibbs` is a NumPyro :class:`~numpyro.infer.mcmc.MCMCKernel`, so
+drawn up front; the children's terms on their probabilities, ``log(q + p e^delta)`` with logs of
+products of four (:func:`_sweep_layer_ratios`; the twin keeps the softplus form, which this file
+falls back to where some ``|w| > 20``); :class:`SBNGibbs` is a NumPyro :class:`~numpyro.infer.mcmc.MCMCKernel`, so
 ``numpyro.infer.MCMC(SBNGibbs(numpyro_sbn.model), ...)`` samples the model's ``h1 .. hL``.
 """
 from __future__ import annotations
