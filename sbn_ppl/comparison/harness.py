@@ -493,8 +493,8 @@ class _Comparison:
                           steps_per_second=last["step"] / last["seconds"] if last["seconds"] > 0 else None,
                           objective=last.get("objective"))
             chosen = result.params
-            if self.c.select == "best" and best.params is not None:
-                chosen = best.params
+            if self.c.select == "best" and best.params is not None and best.step != int(last["step"]):
+                chosen = best.params  # an earlier checkpoint (the last one's parameters are result.params)
             record.update(selected_step=best.step if self.c.select == "best" and best.params is not None
                           else int(last["step"]))
             record.update(_final_scores(m, chosen, self.test_x, self.train_x, yardstick,

@@ -464,6 +464,16 @@ def test_select_best_scores_the_best_validation_checkpoint_and_patience_stops(tm
         np.testing.assert_allclose(saved[k], data.teacher[k], atol=1e-6)
 
 
+def test_select_best_at_the_last_checkpoint_saves_one_parameter_file(tmp_path):
+    data = _with_valid()
+    (r,) = compare(data, methods=[_away_and_back(data.teacher, best_step=4)], select="best", steps=4, checkpoints=4,
+                   out=str(tmp_path), progress=False)
+    assert r["error"] is None and r["selected_step"] == 4 and r["steps"] == 4
+    assert os.path.basename(r["params"]) == "params.npz"
+    assert not any(name == "selected_params.npz" for _, _, files in os.walk(tmp_path) for name in files)
+    assert r["bound"] is not None  # the last state is the selected one: its bound is reported
+
+
 def test_select_last_keeps_the_end_of_training():
     data = _with_valid()
     (r,) = compare(data, methods=[_away_and_back(data.teacher, best_step=2)], steps=6, checkpoints=6,
