@@ -56,6 +56,72 @@ def load_module(path: str | None):
     return module
 
 
+OLD_PRELUDE = '''
+# --- the pre-issue-18 contract, for a copy of the module from before the issue (bench_fixed_point.py) ---
+import dataclasses as _dc
+from typing import Callable as _Callable
+
+import jax as _jax
+
+
+@_dc.dataclass(frozen=True)
+class Method:
+    name: str
+    backend: str
+    init: _Callable
+    step: _Callable
+    get_params: _Callable
+    guide: object = None
+    bound: object = None
+    options: tuple = ()
+    jit: bool = True
+    description: str = ""
+    data_axes: object = None
+
+
+class Static:
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, Static) and self.value == other.value
+
+    def __hash__(self):
+        return hash(self.value)
+
+
+_jax.tree_util.register_pytree_node(Static, lambda s: ((), s.value), lambda value, _: Static(value))
+'''
+OLD_IMPORTS = {  # the module's imports at the base commit -> where those names live now
+    "from sbn_ppl.architecture import Architecture": "from sbn_ppl.base.architecture import Architecture",
+    "from sbn_ppl.data import validate_binary": "from sbn_ppl.base.arrays import validate_binary",
+    "from sbn_ppl.methods import Batch, Method, Static": "from sbn_ppl.base.methods import Batch",
+    "from sbn_ppl.optimizers import optax_optimizer": "from sbn_ppl.base.optimizers import optax_optimizer",
+    "from sbn_ppl.params import SBNParams, generative_keys": "from sbn_ppl.base.params import SBNParams, generative_keys",
+    "from sbn_ppl.resources import check_memory": "from sbn_ppl.base.resources import check_memory",
+}
+
+
+def before_copy(commit: str) -> str:
+    """The fixed-point module at ``commit`` (before issue 18's layout), its imports pointed at
+    the names' homes now and the old ``Method``/``Static`` defined beside it, written to a
+    temporary file that :func:`load_module` can import: the "before" of the same run."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = subprocess.run(["git", "-C", root, "show", f"{commit}:inference/fixed_point/numpyro.py"],
+                            check=True, capture_output=True, text=True).stdout
+    for old, new in OLD_IMPORTS.items():
+        if old not in source:
+            raise RuntimeError(f"{commit}'s fixed-point module does not import {old!r}: adapt OLD_IMPORTS")
+        source = source.replace(old, new)
+    head, sep, tail = source.partition("\nfrom . import")
+    path = os.path.join(tempfile.mkdtemp(prefix="fp_before_"), "fp_before.py")
+    with open(path, "w") as f:
+        f.write(head + OLD_PRELUDE + sep + tail)
+    return path
+
+
 def training_data():
     import numpy as np
 
@@ -220,9 +286,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=6.0, help="timing window per configuration")
     parser.add_argument("--before", help="a copy of the fixed-point module to time beside the package's")
+    parser.add_argument("--before-commit", help="time the module of this commit beside the package's (e.g. 2e32748, "
+                                                "the code before issue 22: its imports are mapped to today's layout)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
     parser.add_argument("--memory-steps", type=int, default=20)
     args = parser.parse_args()
+    if args.before_commit:
+        if args.before:
+            sys.exit("give --before or --before-commit, not both")
+        args.before = before_copy(args.before_commit)
     if sys.platform != "linux" and not args.no_memory:
         sys.exit("the peak memory is read from ru_maxrss in kilobytes, as Linux reports it; use --no-memory")
     modules = [("after", None)] + ([("before", args.before)] if args.before else [])
