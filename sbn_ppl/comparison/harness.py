@@ -51,7 +51,7 @@ from sbn_ppl.comparison.gradient_variance import GRADIENT_SUBSET_SEED, guide_gra
 import sbn_ppl.comparison.reporting as reporting
 from sbn_ppl.engine.fitting import Budget, Checkpointing, check_budget, check_seed, fit, interrupts_noticed
 from sbn_ppl.engine.rundir import (MANIFEST, FolderLock, _check_writable, check_resumable, code_version,
-                                   own_path, read_manifest, remove_inside, write_manifest)
+                                   own_path, read_checkpoint, read_manifest, remove_inside, write_manifest)
 from sbn_ppl.inference import backends_of, get_method, method_names
 from sbn_ppl.yardstick import LogLikelihood, posthoc_guide, score
 from sbn_ppl.yardstick.exact import MAX_EXACT_HIDDEN, exact_kl
@@ -436,7 +436,8 @@ class _Comparison:
         scored = [0.0]  # training seconds at the last scored checkpoint
         budget, yardstick = self.budget, dataclasses.replace(self.yardstick, seed=seed)
         curve_yardstick = dataclasses.replace(self.curve_yardstick, seed=seed)
-        best = _Best(self.c.patience)  # the best curve point so far: early stopping and select="best"
+        method_dir = self._method_dir(m, seed, tuning)
+        best = _Best(self.c.patience, method_dir)  # the best curve point so far: early stopping and select="best"
 
         def curve_point(params, step: int) -> dict:
             ll = curve_yardstick.log_likelihood(params, self.curve_x, m.guide)
@@ -475,16 +476,29 @@ class _Comparison:
             if value is not None:
                 finished["bound"] = float(np.mean(np.asarray(value, dtype=np.float64)))
 
-        method_dir = self._method_dir(m, seed, tuning)
         try:
             start = {"step": 0, "epoch": 0.0, "seconds": 0.0, **curve_point(params0, 0)}
             start.pop("stop", None)
             fit_budget, every, every_seconds = budget.fit_arguments(len(self.dataset.train), self.c.batch_size)
-            result = fit(m, params0, self.dataset.train, budget=fit_budget,
-                         checkpointing=Checkpointing(every, every_seconds, out=method_dir, overwrite=True,
-                                                     on_checkpoint=on_checkpoint, on_start=on_start),
-                         seed=seed, options=opts, batch_size=self.c.batch_size, progress=self.c.progress,
-                         on_finish=on_finish, devices=self._devices(m), data=self.dataset.name)
+
+            def fit_cell(resume: bool):
+                return fit(m, params0, self.dataset.train, budget=fit_budget,
+                           checkpointing=Checkpointing(every, every_seconds, out=method_dir, overwrite=not resume,
+                                                       resume=resume, on_checkpoint=on_checkpoint,
+                                                       on_start=on_start),
+                           seed=seed, options=opts, batch_size=self.c.batch_size, progress=self.c.progress,
+                           on_finish=on_finish, devices=self._devices(m), data=self.dataset.name)
+
+            resume = self.c.resume and method_dir is not None and _resume_cell(method_dir, best, scored)
+            try:
+                result = fit_cell(resume)
+            except ValueError as e:
+                if not resume or "resume" not in str(e):
+                    raise
+                best, scored[0] = _Best(self.c.patience, method_dir), 0.0  # a folder that cannot be resumed: afresh
+                start = {"step": 0, "epoch": 0.0, "seconds": 0.0, **curve_point(params0, 0)}
+                start.pop("stop", None)
+                result = fit_cell(False)
             last = result.metrics[-1]
             if "test_log_likelihood" not in last:  # the curve always ends with a scored point
                 last.update({k: v for k, v in curve_point(result.params, int(last["step"])).items() if k != "stop"})
@@ -516,6 +530,8 @@ class _Comparison:
                     f"selected checkpoint (step {record['selected_step']})"]
                 bound = None
             record.update(bound=bound, params=saved, curve=[start] + result.metrics, error=None)
+            if method_dir:  # the cell is done: its best-so-far file served a resume only
+                remove_inside(method_dir, _Best.FILE)
             if "guide_gradient_variance" in last:
                 record["guide_gradient_variance"] = last["guide_gradient_variance"]
         except Exception as e:  # noqa: BLE001 - one method failing must not lose the others' results
@@ -524,6 +540,25 @@ class _Comparison:
             arrays = {}
         record["cell_seconds"] = time.perf_counter() - began  # the whole cell: training, curve, final scores
         return _normalised(record), arrays
+
+
+def _resume_cell(method_dir: str, best: "_Best", scored: list) -> bool:
+    """Whether an interrupted cell's fit continues from its last checkpoint in ``method_dir``
+    (``--resume``): its curve replayed into ``best`` and ``scored``. A cell killed while scoring
+    has a finished fit: it is scored again without training (its own bound, made at the end of
+    training, is then not reported)."""
+    try:
+        found = read_checkpoint(method_dir, state=False)
+    except (ValueError, OSError):
+        return False
+    if found is None:
+        return False
+    curve = found.metrics.get("curve") or []
+    if not best.restore(curve, found.step, found.params):
+        return False
+    points = [c for c in curve if c.get("test_log_likelihood") is not None]
+    scored[0] = float(points[-1]["seconds"]) if points else 0.0
+    return True
 
 
 def plan(methods: Sequence[str | Method] | str | None = None, backend: str | None = None) -> list[Method]:
@@ -617,19 +652,69 @@ def initial_params(arch: Architecture, train: np.ndarray, seed: int, data_bias: 
 # -- one method -------------------------------------------------------------------------------
 class _Best:
     """The best learning-curve point so far (its score, step and parameters), and early
-    stopping: ``offer`` says stop once ``patience`` scored points in a row were no better."""
+    stopping: ``offer`` says stop once ``patience`` scored points in a row were no better.
+    With ``folder``, each new best is also written there (``best_params.npz``, with its step), so
+    that a cell interrupted mid-run resumes with it (:meth:`restore`)."""
 
-    def __init__(self, patience: int | None):
+    FILE = "best_params.npz"
+
+    def __init__(self, patience: int | None, folder: str | None = None):
         self.patience, self.value, self.step, self.params, self.worse = patience, -math.inf, None, None, 0
+        self.folder = folder
 
     def offer(self, value: float, params: SBNParams, step: int) -> bool:
         if value > self.value:
             copied = {k: np.array(params[k]) for k in params if k != "sizes"}  # torch may update arrays in place
             self.value, self.step, self.worse = value, int(step), 0
             self.params = SBNParams.from_arrays(params.architecture, copied)
+            if self.folder is not None and step > 0:
+                self._save(copied, params.architecture)
         else:
             self.worse += 1
         return self.patience is not None and self.worse >= self.patience
+
+    def _save(self, arrays: dict, arch) -> None:
+        import io
+
+        from sbn_ppl.base.files import write_atomic
+
+        os.makedirs(self.folder, exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays, best_step=np.int64(self.step), sizes=np.asarray(arch.sizes))
+        write_atomic(os.path.join(self.folder, self.FILE), buffer.getvalue())
+
+    def restore(self, curve: Sequence[Mapping[str, Any]], at_step: int, at_params: SBNParams) -> bool:
+        """Replay the scored points of a saved ``curve`` (after the start point's ``offer``):
+        the best value, its step and the patience count as they were, and the best step's
+        parameters (``at_params`` if it is the checkpoint's step ``at_step``, else the saved
+        best file). ``False``, with nothing changed, where those parameters cannot be had."""
+        value, step, worse = self.value, self.step, self.worse
+        for point in curve:
+            if point.get("test_log_likelihood") is None:
+                continue
+            if point["test_log_likelihood"] > value:
+                value, step, worse = point["test_log_likelihood"], int(point["step"]), 0
+            else:
+                worse += 1
+        params = self.params
+        if step != self.step:
+            params = at_params if step == at_step else self._load(step, at_params.architecture)
+            if params is None:
+                return False
+        self.value, self.step, self.worse, self.params = value, step, worse, params
+        return True
+
+    def _load(self, step: int, arch) -> SBNParams | None:
+        path = None if self.folder is None else os.path.join(self.folder, self.FILE)
+        if path is None or not os.path.isfile(path):
+            return None
+        try:
+            with np.load(path) as f:
+                if int(f["best_step"]) != step:
+                    return None
+                return SBNParams.from_arrays(arch, {k: f[k] for k in f.files if k not in ("best_step", "sizes")})
+        except (OSError, ValueError, KeyError):
+            return None
 
 
 @dataclass(frozen=True)
