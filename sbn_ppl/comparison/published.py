@@ -46,11 +46,10 @@ PUBLISHED = (
 # (data, arch) -> why a figure for that benchmark is not printed
 UNCHECKED = {
     ("binarized-mnist", "784-200-200"): (
-        "Concrete and VIMCO (Maddison, Mnih & Teh 2017, Table 1; 10^7 steps of batch 64, a 50,000-sample "
-        "importance-weighted bound on the test set): issue 19 lists VIMCO -92.9 / -91.7 / -90.7 (m = 1, 5, 50; "
-        "m = 1 is NVIL) and Concrete -102.1 / -99.9 / -99.5 for the linear 784-200-200, which we could not check "
-        "in the paper's table (only its text up to the introduction was readable here). No figure is printed "
-        "until one is read there."),
+        "Concrete and VIMCO/NVIL (Maddison, Mnih & Teh 2017, Table 1; 10^7 steps of batch 64, a 50,000-sample "
+        "importance-weighted bound on the test set): issue 19 lists figures for the linear 784-200-200 that we "
+        "could not check in the paper's table (only its text up to the introduction was readable here), so none "
+        "is printed until one is read there."),
     ("binarized-mnist", "784-200-200-200"): (
         "VIMCO (Mnih & Rezende 2016): issue 10 lists -93.6 at K = 50, which we could not check in the paper; "
         "a second-hand copy of its table (thu-ml/zhusuan PR 21) gives -91.9 at K = 50 and -92.8 at K = 5. "
