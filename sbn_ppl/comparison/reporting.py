@@ -638,7 +638,7 @@ def read_results(folder: str, advice: str = "re-create it with sbn-ppl compare")
 # The fields of a record and what each may hold (besides null): a finite number, a non-negative
 # one, a count, a string, a list of strings, a list of finite numbers, a mapping.
 _FINITE = ("objective", "test_log_likelihood", "own_guide_log_likelihood", "posthoc_log_likelihood",
-           "test_own_guide_log_likelihood", "test_posthoc_log_likelihood",  # as written before 0.3.1
+           "test_own_guide_log_likelihood", "test_posthoc_log_likelihood",  # as written before 0.4.0
            "test_is_log_likelihood", "train_log_likelihood", "bound", "kl_q_p", "test_is_khat")
 _NON_NEGATIVE = ("epochs", "seconds", "steps_per_second", "test_stderr", "test_is_stderr", "test_is_ess",
                  "guide_gradient_variance", "cell_seconds")

@@ -94,6 +94,8 @@ def check_manifest(out: str, saved: Mapping[str, Any], now: Mapping[str, Any], i
     (but the owner, and the dotted names in ``ignore``); the error names the first that differs."""
     old, new = _flat(saved), _flat(now)
     skip = NOT_COMPARED + tuple(ignore)
+    if old.get("code.git") and old.get("code.git") == new.get("code.git"):
+        skip += ("code.sbn_ppl",)  # the same source revision: the version an editable install reports can be stale
     for key in list(new) + [k for k in old if k not in new]:
         if any(key == s or key.startswith(s + ".") for s in skip):
             continue

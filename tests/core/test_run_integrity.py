@@ -424,3 +424,16 @@ def test_the_manifest_records_settings_data_architecture_code_and_owner(fitted, 
     again = sbn_ppl.compare(DATA, **compare_kwargs(results, resume=True))  # the same run: kept
     assert again[0]["steps"] == 4
     assert dataclasses.is_dataclass(Budget) and dataclasses.is_dataclass(Checkpointing)
+
+
+def test_a_resume_compares_the_code_by_its_revision_where_it_has_one():
+    from sbn_ppl.engine.rundir import check_manifest
+
+    saved = {"settings": {"x": 1}, "code": {"sbn_ppl": "0.2.0", "git": "abc"}}
+    # the same revision, another version string (an editable install's metadata lags its pyproject): resumed
+    check_manifest("out", saved, {"settings": {"x": 1}, "code": {"sbn_ppl": "0.4.0", "git": "abc"}})
+    with pytest.raises(ValueError, match="its code.git was 'abc', now 'def'"):
+        check_manifest("out", saved, {"settings": {"x": 1}, "code": {"sbn_ppl": "0.2.0", "git": "def"}})
+    installed = {"settings": {"x": 1}, "code": {"sbn_ppl": "0.2.0", "git": None}}  # no revision: the version decides
+    with pytest.raises(ValueError, match="its code.sbn_ppl was '0.2.0', now '0.4.0'"):
+        check_manifest("out", installed, {"settings": {"x": 1}, "code": {"sbn_ppl": "0.4.0", "git": None}})
