@@ -89,6 +89,14 @@ def at_budget_fraction(state, fraction):
         state, is_leaf=is_budget)
 
 
+def holds_budget_fraction(state) -> bool:
+    """Whether ``state`` (any pytree) holds a :class:`BudgetFraction` (a scheduled optimiser)."""
+    import jax
+
+    is_budget = lambda node: isinstance(node, BudgetFraction)  # noqa: E731
+    return any(is_budget(node) for node in jax.tree_util.tree_leaves(state, is_leaf=is_budget))
+
+
 _TORCH_FRACTION = [0.0]  # the budget fraction of the Pyro step being taken (the torch runner sets it)
 
 

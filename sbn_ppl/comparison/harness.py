@@ -181,7 +181,7 @@ class _Comparison:
         options = dict(config.options)
         if config.lr is not None:
             options.setdefault("lr", config.lr)
-        self.tuned_from = _tuned_from(config.tuned_from, self.planned, options)
+        _tuned_from(config.tuned_from, self.planned, options)
         self.chosen = method_options(self.planned, options)  # every method's options, checked before any trains
         self.methods = {(m.name, m.backend): m for m in self.planned}
         self.grid = tuning_grid(config.tune)
@@ -602,12 +602,12 @@ def plan(methods: Sequence[str | Method] | str | None = None, backend: str | Non
     return planned
 
 
-def _tuned_from(folder: str | None, planned: Sequence[Method], options: dict) -> dict[str, dict]:
+def _tuned_from(folder: str | None, planned: Sequence[Method], options: dict) -> None:
     """Each planned method's point chosen in the tuning run ``folder``, merged into ``options`` as
     the method's own options (under those the user gave for it, which win); every planned method
     must have been tuned there."""
     if folder is None:
-        return {}
+        return
     from sbn_ppl.comparison.tuning import tuned_choices
 
     choices = tuned_choices(os.fspath(folder))
@@ -618,7 +618,8 @@ def _tuned_from(folder: str | None, planned: Sequence[Method], options: dict) ->
     for m in planned:
         given = {**dict(options.get(m.name) or {}), **dict(options.get(m.label) or {})}
         options[m.label] = {**choices[m.label], **given}
-    return {m.label: choices[m.label] for m in planned}
+
+
 def method_options(planned: Sequence[Method], options: Mapping[str, Any] | None) -> dict[tuple[str, str], dict]:
     """Each method's full options, checked: its defaults, then the shared options it takes, then its own."""
     shared = {k: v for k, v in (options or {}).items() if not isinstance(v, Mapping)}

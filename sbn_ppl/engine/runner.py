@@ -189,11 +189,13 @@ class JaxRunner:
     def _run_python(self, idx, steps, progress) -> dict:
         import jax
 
-        from sbn_ppl.base.optimizers import at_budget_fraction
+        from sbn_ppl.base.optimizers import at_budget_fraction, holds_budget_fraction
 
+        scheduled = holds_budget_fraction(self.state)  # once a chunk: no per-step pytree walk without a schedule
         infos = []
         for n, (s, i) in enumerate(zip(steps, idx)):
-            self.state = at_budget_fraction(self.state, progress[0] + n * progress[1])
+            if scheduled:
+                self.state = at_budget_fraction(self.state, progress[0] + n * progress[1])
             batch = Batch(jax.numpy.asarray(i), self.train[i])
             self.state, info = self.kernel.step(jax.random.fold_in(self.step_root, int(s)), self.state, batch)
             infos.append(_as_dict(info))

@@ -95,6 +95,7 @@ def _params(arch, theta):
 def toys():
     add(Entry("schedule-toy", "numpyro", __name__, "jax_toy", TRAINING, "test toy"))
     add(Entry("schedule-toy", "pyro", __name__, "torch_toy", TRAINING, "test toy", jit=False))
+    add(Entry("schedule-toy-loop", "numpyro", __name__, "jax_toy", TRAINING, "test toy", jit=False))
 
 
 def expected(spec, n, half_life=None):
@@ -156,3 +157,11 @@ def test_a_time_budget_anneals_over_the_seconds():
     assert multipliers[0] == pytest.approx(1.0, abs=0.05)
     assert all(b <= a + 1e-9 for a, b in zip(multipliers, multipliers[1:]))
     assert multipliers[-1] < 0.5
+
+
+def test_a_python_looped_jax_method_gets_the_same_rates():
+    x = np.zeros((20, 6), np.float32)
+    result = fit(get_method("schedule-toy-loop", "numpyro"), SBNParams.init(ARCH, seed=0), x,
+                 budget=Budget(steps=50), checkpointing=Checkpointing(every=7), batch_size=10,
+                 options={"lr": LR, "optimizer": "sgd", "lr_schedule": "cosine"}, progress=False)
+    assert result.params["b_0"] == pytest.approx(np.full(6, expected("cosine", 50)), rel=1e-5)
