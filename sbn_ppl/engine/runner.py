@@ -32,6 +32,7 @@ sharded: the code path is the one-device path. The Pyro backend runs on one devi
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 from typing import Any, NamedTuple
@@ -302,7 +303,8 @@ class _Shardings(NamedTuple):
     batch_x: Any
 
 
-_SHARDED: dict = {}
+_SHARDED: collections.OrderedDict = collections.OrderedDict()  # the last _SHARDED_KEEP programs, newest last
+_SHARDED_KEEP = 8  # a grid of cells in one process makes a step function per cell: keep only the recent ones
 
 
 def _sharded_scan(step, sh: _Shardings):
@@ -317,6 +319,7 @@ def _sharded_scan(step, sh: _Shardings):
     key = (step, treedef, tuple(leaves), sh.train, sh.idx)
     fn = _SHARDED.get(key)
     if fn is not None:
+        _SHARDED.move_to_end(key)
         return fn
 
     def scan(state, train, root, steps, idx, active, progress):
@@ -335,6 +338,8 @@ def _sharded_scan(step, sh: _Shardings):
     rep = sh.replicated
     fn = jax.jit(scan, in_shardings=(sh.state, sh.train, rep, rep, sh.idx, rep, rep), out_shardings=(sh.state, rep))
     _SHARDED[key] = fn
+    while len(_SHARDED) > _SHARDED_KEEP:
+        _SHARDED.popitem(last=False)
     return fn
 
 

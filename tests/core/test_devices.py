@@ -94,6 +94,8 @@ _SINGLE = _COMMON + textwrap.dedent("""
         out["indivisible"] = None
     except ValueError as e:
         out["indivisible"] = str(e)
+    from sbn_ppl.engine import runner
+    out["sharded_programs"] = [len(runner._SHARDED), runner._SHARDED_KEEP]
     print(json.dumps(out))
 """) % {"steps": STEPS}
 
@@ -204,6 +206,13 @@ def test_a_batch_that_does_not_divide_over_the_devices_is_a_one_line_error(singl
     message = single["indivisible"]
     assert message is not None and "\n" not in message
     assert "batch size 6" in message and "4 devices" in message
+
+
+def test_the_sharded_program_cache_keeps_only_the_recent_ones(single):
+    # every runner above made its own sharded scan (8 methods and 3 resumes on 4 devices: 11
+    # programs); a long grid in one process must not hold every cell's compiled program
+    held, keep = single["sharded_programs"]
+    assert held == keep
 
 
 def test_the_pyro_backend_refuses_several_devices():
