@@ -26,6 +26,7 @@ import numpy as np
 from sbn_ppl.comparison.aggregate import QUALITY_GAP, Row, Summary, curve_band, label, summarize
 from sbn_ppl.base.files import write_atomic, write_json
 from sbn_ppl.comparison.published import published_table
+from sbn_ppl.comparison.tuning import at_edge
 
 # One row of results.csv per (method, backend, seed); results.json also holds "options",
 # "test_pointwise" and "curve".
@@ -43,7 +44,8 @@ FILES = ("results.csv", "learning_curves.png", "report.md")
 VERSIONS = ("numpy", "scipy", "jax", "jaxlib", "numpyro", "optax", "torch", "pyro-ppl", "matplotlib")
 
 __all__ = ["ACROSS_FIELDS", "CSV_FIELDS", "across_data_sets", "add_report_command", "csv_text", "markdown_table",
-           "merge_runs", "plot_learning_curves", "ranked", "read_results", "report", "report_markdown", "write_results"]
+           "merge_runs", "merge_tuning_runs", "plot_learning_curves", "ranked", "read_grid", "read_results", "report",
+           "report_markdown", "write_results"]
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -441,6 +443,11 @@ def _tuning_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
     cost = sum(t["selection_seconds"] for t in tuned.values())
     lines += ["", f"Selection cost: {cost:.1f} s of training over every grid point and seed (the test split is "
                   "read only for the chosen points' final scores).", ""]
+    edges = {f"{m} ({b})": at_edge(t) for (m, b), t in tuned.items()}
+    edges = {k: v for k, v in edges.items() if v}
+    if edges:
+        lines += ["Chosen at the edge of the grid, so the best setting may lie beyond it (extend the grid that "
+                  "way to know): " + "; ".join(f"{k}: {', '.join(v)}" for k, v in edges.items()) + ".", ""]
     return lines
 
 
@@ -607,11 +614,42 @@ def report(dirs: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.
     dirs = [os.fspath(dirs)] if isinstance(dirs, (str, os.PathLike)) else [os.fspath(d) for d in dirs]
     if not dirs:
         raise ValueError("report needs at least one output folder of sbn-ppl compare")
-    config, records = merge_runs([(d, *read_results(d)) for d in dirs])
+    runs = [(d, *read_results(d)) for d in dirs]
+    tuning = [bool(c.get("tune")) for _, c, _ in runs]
+    grid = None
+    if len(runs) > 1 and any(tuning):
+        if not all(tuning):
+            plain = [d for (d, _, _), t in zip(runs, tuning) if not t]
+            raise ValueError(f"cannot merge a tuning run (compare --tune) with {', '.join(map(repr, plain))}, "
+                             "which is not one: report them separately")
+        config, records, grid = merge_tuning_runs([(d, c, read_grid(d)) for d, c, _ in runs])
+    else:
+        config, records = merge_runs(runs)
     out = dirs[0] if out is None else os.fspath(out)
     if os.path.realpath(out) not in {os.path.realpath(d) for d in dirs}:
-        write_json(os.path.join(out, "results.json"), {"config": config, "records": records})
+        write_json(os.path.join(out, "results.json"),
+                   {"config": config, "records": records, **({"grid": grid} if grid else {})})
     return _render(out, config, records, _gap(config, quality_gap))
+
+
+def read_grid(folder: str) -> list[dict]:
+    """Every grid point's record of the tuning run in ``folder`` (``results.json``'s ``grid``),
+    each checked as :func:`read_results` checks records."""
+    with open(os.path.join(folder, "results.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    grid = saved.get("grid")
+    if not isinstance(grid, list) or not grid:
+        raise ValueError(f"{folder!r}: its results.json holds no tuning grid (a run of compare --tune "
+                         "before the grid was kept?); re-run it with --resume")
+    config = saved["config"]
+    for i, r in enumerate(grid):
+        problem = check_record(r)
+        if problem:
+            raise ValueError(f"{folder}/results.json: grid record {i}: {problem}")
+        if not isinstance(r.get("tuning"), dict):
+            raise ValueError(f"{folder}/results.json: grid record {i} has no tuning point")
+        r.setdefault("seed", config.get("seed", 0))
+    return [dict(r) for r in grid]
 
 
 def read_results(folder: str, advice: str = "re-create it with sbn-ppl compare") -> tuple[dict, list[dict]]:
@@ -722,23 +760,26 @@ def _kind(v) -> str:
         else f"a {type(v).__name__}"
 
 
-def merge_runs(runs: Sequence[tuple[str, Mapping[str, Any], Sequence[Mapping[str, Any]]]]
+def merge_runs(runs: Sequence[tuple[str, Mapping[str, Any], Sequence[Mapping[str, Any]]]], *, tuning: bool = False
                ) -> tuple[dict, list[dict]]:
     """One run from several ``(folder, config, records)``: the records of all, in the order a
-    single run would have made them (by seed, then by method).
+    single run would have made them (by seed, then by method, then by tuning point).
 
-    Runs may differ only in ``MERGEABLE`` settings (methods and seeds); a (method, backend,
-    seed) found in two runs must be the same record, and a method found in two runs must
-    have the same options.
+    Runs may differ only in ``MERGEABLE`` settings (methods and seeds; with ``tuning``, the
+    records being tuning grids, also the grid's values); a (method, backend, seed, tuning point)
+    found in two runs must be the same record, and a method found in two runs must have the
+    same options (but the tuned ones).
     """
+    mergeable = MERGEABLE + (("tune",) if tuning else ())
     first, config = runs[0][0], dict(runs[0][1])
     for folder, other, _ in runs[1:]:
-        keys = sorted((set(config) | set(other)) - set(MERGEABLE))
+        keys = sorted((set(config) | set(other)) - set(mergeable))
         differ = [f"{k} ({config.get(k)!r} in {first}, {other.get(k)!r} in {folder})"
                   for k in keys if config.get(k) != other.get(k)]
         if differ:
             raise ValueError(f"cannot merge {first!r} and {folder!r}: their settings differ in {'; '.join(differ)}; "
-                             "only their methods and seeds may differ")
+                             f"only their methods{', seeds and tuning grid values' if tuning else ' and seeds'} "
+                             "may differ")
     methods, seeds = [], []
     for _, c, records in runs:
         listed = c.get("methods") or []
@@ -752,21 +793,60 @@ def merge_runs(runs: Sequence[tuple[str, Mapping[str, Any], Sequence[Mapping[str
     options: dict[tuple, tuple[str, Any]] = {}
     for folder, _, records in runs:
         for r in records:
-            key = (r["method"], r["backend"], r["seed"])
+            point = tuple(sorted((r.get("tuning") or {}).items()))
+            key = (r["method"], r["backend"], r["seed"], point)
+            name = f"{r['method']} ({r['backend']}), seed {r['seed']}" + \
+                "".join(f", {k}={v}" for k, v in point)
             if key in found and _results_only(found[key][1]) != _results_only(r):
-                raise ValueError(f"{r['method']} ({r['backend']}), seed {r['seed']} is in both {found[key][0]!r} and "
-                                 f"{folder!r} with different results; report them separately")
+                raise ValueError(f"{name} is in both {found[key][0]!r} and {folder!r} with different results; "
+                                 "report them separately")
             found.setdefault(key, (folder, r))
             if not r.get("error") and r.get("options") is not None:
-                seen = options.setdefault(key[:2], (folder, r["options"]))
-                if seen[1] != r["options"]:
+                untuned = {k: v for k, v in r["options"].items() if k not in dict(point)}
+                seen = options.setdefault(key[:2], (folder, untuned))
+                if seen[1] != untuned:
                     raise ValueError(f"cannot merge: {r['method']} ({r['backend']}) has options {seen[1]!r} in "
-                                     f"{seen[0]!r} but {r['options']!r} in {folder!r}")
+                                     f"{seen[0]!r} but {untuned!r} in {folder!r}")
     config.update(methods=methods, seeds=seeds)
     order = {m: i for i, m in enumerate(methods)}
     records = sorted((r for _, r in found.values()),
-                     key=lambda r: (seeds.index(r["seed"]), order[f"{r['method']}:{r['backend']}"]))
+                     key=lambda r: (seeds.index(r["seed"]), order[f"{r['method']}:{r['backend']}"],
+                                    _point_order(r.get("tuning"))))
     return config, records
+
+
+def _point_order(point: Mapping[str, Any] | None) -> tuple:
+    """A tuning point's place in a merged grid: by option name, numbers by value, then text."""
+    return tuple((k, 0, v, "") if isinstance(v, (int, float)) else (k, 1, 0, repr(v))
+                 for k, v in sorted((point or {}).items()))
+
+
+def merge_tuning_runs(runs: Sequence[tuple[str, Mapping[str, Any], Sequence[Mapping[str, Any]]]]
+                      ) -> tuple[dict, list[dict], list[dict]]:
+    """One tuning run from several ``(folder, config, grid)``: runs of ``compare --tune`` over the
+    same options, which may differ in the grid's values, their methods and seeds (a grid
+    extended by a second run, ``--tune lr=1e-2`` after ``lr=3e-4,1e-3,3e-3``). Their grid points'
+    records are pooled (a point run twice must have the same results) and each method's point is
+    chosen again on the validation split over the pooled grid (:func:`select_tuned`).
+    :returns: the merged settings (``tune``: every option's values, in order), the chosen
+    records, and the pooled grid."""
+    from sbn_ppl.comparison.config import tuning_grid
+    from sbn_ppl.comparison.tuning import select_tuned
+
+    runs = [(folder, {**c, "tune": tuning_grid(c.get("tune"))}, grid) for folder, c, grid in runs]
+    names = [sorted(c["tune"]) for _, c, _ in runs]
+    if any(n != names[0] for n in names):
+        shown = "; ".join(f"{', '.join(n) or 'none'} in {folder!r}" for n, (folder, _, _) in zip(names, runs))
+        raise ValueError(f"cannot merge tuning runs over different options ({shown}): each must tune the same "
+                         "options, with any values")
+    config, grid = merge_runs(runs, tuning=True)
+    tune: dict[str, list] = {}
+    for _, c, _ in runs:
+        for name, values in c["tune"].items():
+            tune.setdefault(name, [])
+            tune[name] += [v for v in values if v not in tune[name]]
+    config["tune"] = {name: sorted(values, key=lambda v: _point_order({name: v})) for name, values in tune.items()}
+    return config, select_tuned(grid, config.get("select", "last")), grid
 
 
 def _results_only(record: Mapping[str, Any]) -> dict:
@@ -891,7 +971,8 @@ def add_report_command(subparsers) -> Any:
     p = subparsers.add_parser(
         "report", help="re-render the table, CSV, plots and report.md of compare runs, without training",
         description="Read results.json of one or more `sbn-ppl compare` output folders, merge them (runs that "
-                    "differ only in their methods or seeds), and write results.csv, learning_curves.png and a "
+                    "differ only in their methods or seeds; tuning runs also in their grid's values, each method's "
+                    "point then chosen again on validation over the pooled grid), and write results.csv, learning_curves.png and a "
                     "self-contained report.md (table, verdict, curves, settings, versions, machine) into --out; "
                     "print the report.",
     )

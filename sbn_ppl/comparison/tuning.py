@@ -45,9 +45,26 @@ def select_tuned(records: Sequence[dict], select: str) -> list[dict]:
         cost = sum(float(r.get("seconds") or 0.0) for rs in points.values() for r in rs)
         grid = [{"point": dict(p), "validation_log_likelihood": v if math.isfinite(v) else None}
                 for p, v in scores.items()]
+        tuned = {"chosen": dict(best), "grid": grid, "selection_seconds": cost}
+        tuned["at_edge"] = at_edge(tuned)
         for r in points[best]:
-            chosen.append({**r, "tuned": {"chosen": dict(best), "grid": grid, "selection_seconds": cost}})
+            chosen.append({**r, "tuned": tuned})
     return chosen
+
+
+def at_edge(tuned: Mapping) -> list[str]:
+    """The chosen point's numeric options that sit at the end of their axis of the grid (its
+    smallest or largest value, of two or more), as ``"lr=0.003 (the largest of 3)"``: the best
+    setting may lie beyond the grid, which should then be extended that way."""
+    edges = []
+    for name, value in tuned["chosen"].items():
+        axis = sorted({g["point"][name] for g in tuned["grid"] if name in g["point"]
+                       and isinstance(g["point"][name], (int, float)) and not isinstance(g["point"][name], bool)})
+        if len(axis) < 2 or isinstance(value, bool) or value not in axis:
+            continue
+        if value in (axis[0], axis[-1]):
+            edges.append(f"{name}={value} (the {'smallest' if value == axis[0] else 'largest'} of {len(axis)})")
+    return edges
 
 
 def tuned_choices(folder: str) -> dict[str, dict]:

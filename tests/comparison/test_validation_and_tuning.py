@@ -95,11 +95,30 @@ def test_tune_chooses_on_validation_even_where_another_point_wins_on_test(toy, t
     report = (out / "report.md").read_text()
     assert "## Tuning (chosen on the validation split)" in report
     assert "| planted | numpyro | bias=2 |" in report and "**chosen**" in report and "Selection cost:" in report
+    # the chosen bias is the grid's largest: the best may lie beyond it, and the report says so
+    assert tuned["at_edge"] == ["bias=2 (the largest of 2)"]
+    assert "Chosen at the edge of the grid" in report and "planted (numpyro): bias=2 (the largest of 2)" in report
 
     # the grid's cells resume like seeds: nothing runs again, the same point is chosen
     RUNS.clear()
     again = compare(out=str(out), resume=True, progress=False)
     assert RUNS == [] and again == records
+
+
+def test_a_choice_at_the_end_of_a_grid_axis_is_flagged_and_an_interior_one_is_not():
+    from sbn_ppl.comparison.tuning import at_edge
+
+    def tuned(chosen, points):
+        return {"chosen": chosen, "grid": [{"point": p, "validation_log_likelihood": 0.0} for p in points]}
+
+    lrs = [{"lr": v, "k": k} for v in (3e-4, 1e-3, 3e-3) for k in (5, 10)]
+    assert at_edge(tuned({"lr": 1e-3, "k": 5}, lrs)) == ["k=5 (the smallest of 2)"]
+    assert at_edge(tuned({"lr": 3e-4, "k": 10}, lrs)) == ["lr=0.0003 (the smallest of 3)", "k=10 (the largest of 2)"]
+    assert at_edge(tuned({"lr": 1e-3}, [{"lr": 1e-3}])) == []  # one value: no axis to be at the end of
+    flags = [{"amortised": True}, {"amortised": False}]
+    assert at_edge(tuned({"amortised": True}, flags)) == []  # a switch has no "beyond"
+    names = [{"schedule": "cosine"}, {"schedule": "constant"}]
+    assert at_edge(tuned({"schedule": "cosine"}, names)) == []
 
 
 def test_each_method_is_tuned_over_the_options_it_takes(toy, tmp_path):
@@ -227,3 +246,40 @@ def test_tuned_from_runs_each_method_at_the_point_chosen_on_validation(toy, tmp_
     compare(data, ARCH, methods="planted", steps=2, batch_size=50, out=str(untuned), **QUIET)
     with pytest.raises(ValueError, match="is not a tuning run"):
         compare(data, ARCH, methods="planted", steps=2, tuned_from=str(untuned), **QUIET)
+
+
+def test_a_grid_extended_by_a_second_run_merges_and_chooses_again_on_validation(toy, tmp_path):
+    # validation pixels mostly on: the larger the bias, the better on validation. The first grid's
+    # best is its edge (bias=0); a second run extends the grid that way, and report merges them
+    from sbn_ppl.comparison.reporting import merge_tuning_runs, read_results, report
+
+    data = splits_file(tmp_path / "d.npz", valid_mean=0.85, test_mean=0.15)
+    first, second, merged = tmp_path / "first", tmp_path / "second", tmp_path / "merged"
+    common = dict(methods="planted", steps=4, checkpoints=2, batch_size=50, **QUIET)
+    [a] = compare(data, ARCH, tune="bias=-2,0", out=str(first), **common)
+    assert a["tuning"] == {"bias": 0} and a["tuned"]["at_edge"] == ["bias=0 (the largest of 2)"]
+    compare(data, ARCH, tune="bias=0,2", out=str(second), **common)  # bias=0 run in both: pooled once
+    text = report([str(first), str(second)], out=str(merged))
+    config, [r] = read_results(str(merged))
+    assert config["tune"] == {"bias": [-2, 0, 2]} and r["tuning"] == {"bias": 2}
+    assert sorted(g["point"]["bias"] for g in r["tuned"]["grid"]) == [-2, 0, 2]
+    scores = {g["point"]["bias"]: g["validation_log_likelihood"] for g in r["tuned"]["grid"]}
+    assert scores[2] > scores[0] > scores[-2]  # each point's own validation score, as its run gave it
+    assert "| planted | numpyro | bias=2 |" in text and "bias=2 (the largest of 3)" in text
+    with open(merged / "results.json") as f:
+        assert sorted(g["tuning"]["bias"] for g in json.load(f)["grid"]) == [-2, 0, 2]
+    # the merged folder is a tuning run like any other: --tuned-from takes its choice
+    RUNS.clear()
+    [long] = compare(data, ARCH, methods="planted", steps=4, batch_size=50, tuned_from=str(merged), **QUIET)
+    assert long["options"]["bias"] == 2
+
+    untuned = tmp_path / "untuned"
+    compare(data, ARCH, methods="planted", steps=4, checkpoints=2, batch_size=50, out=str(untuned), **QUIET)
+    with pytest.raises(ValueError, match="cannot merge a tuning run"):
+        report([str(first), str(untuned)], out=str(tmp_path / "x"))
+    longer = tmp_path / "longer"
+    compare(data, ARCH, tune="bias=1", out=str(longer), **{**common, "steps": 6})
+    with pytest.raises(ValueError, match="settings differ in steps"):
+        report([str(first), str(longer)], out=str(tmp_path / "y"))
+    with pytest.raises(ValueError, match="cannot merge tuning runs over different options"):
+        merge_tuning_runs([("p", {"tune": {"bias": [1]}}, []), ("q", {"tune": {"lr": [1]}}, [])])
