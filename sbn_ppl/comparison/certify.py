@@ -14,6 +14,11 @@ was scored with and adds, per record:
   and IS with the method's own guide (the comparison's K) on the same simulated points, which says
   how far below the sandwich the guide's IS falls.
 
+With ``max_gap`` the schedule is chosen per model, by BDMC first: ``temperatures``, then twice as
+many, and so on (up to ``max_temperatures``), until the sandwich's gap is at most ``max_gap``
+nats; AIS on the test points then runs at that schedule. An easy model costs a short schedule,
+and a hard one gets the schedule its stated gap needs (or the longest allowed, with its gap).
+
 Where AIS and IS disagree by more than twice the paired standard error, the report says so, and
 its ranking is AIS's (the one whose gap is stated). Each record's result is written to
 ``results.json`` (atomically) as soon as it is made, so an interrupted ``certify`` resumes where it
@@ -37,9 +42,11 @@ CERTIFY_SEED = 1  # the AIS points: one fixed subset of the scored test points, 
 
 def certify(out: str | os.PathLike, *, points: int = 1000, temperatures: int = 1000, chains: int = 4,
             bdmc_points: int = 50, seed: int = 0, methods: Sequence[str] | None = None, progress: bool = True,
-            devices: int | None = None) -> list[dict]:
+            devices: int | None = None, max_gap: float | None = None, max_temperatures: int = 8000) -> list[dict]:
     """Add AIS and its BDMC gap to every scored record of the comparison in ``out`` (see the
-    module); returns the records. ``methods``: only these (default: every scored record)."""
+    module); returns the records. ``methods``: only these (default: every scored record).
+    ``max_gap``: choose each model's schedule by BDMC, doubling ``temperatures`` until the gap is
+    at most this many nats or the next would pass ``max_temperatures``."""
     from sbn_ppl.comparison.harness import CURVE_SUBSET_SEED, _load
     from sbn_ppl.yardstick import score
     from sbn_ppl.yardstick.bdmc import bdmc
@@ -50,6 +57,16 @@ def certify(out: str | os.PathLike, *, points: int = 1000, temperatures: int = 1
                                                                                         else 1):
             raise ValueError(f"certify: {name} must be a whole number >= {0 if name == 'bdmc_points' else 1}, "
                              f"got {value!r}")
+    if max_gap is not None:
+        if isinstance(max_gap, bool) or not isinstance(max_gap, (int, float)) or not max_gap > 0 \
+                or not math.isfinite(max_gap):
+            raise ValueError(f"certify: max_gap must be a positive number of nats, got {max_gap!r}")
+        if not bdmc_points:
+            raise ValueError("certify: max_gap chooses the schedule by BDMC, which needs bdmc_points >= 1")
+        if isinstance(max_temperatures, bool) or not isinstance(max_temperatures, (int, np.integer)) \
+                or max_temperatures < temperatures:
+            raise ValueError(f"certify: max_temperatures must be a whole number >= temperatures ({temperatures}), "
+                             f"got {max_temperatures!r}")
     out = os.fspath(out)
     config, records = reporting.read_results(out)
     dataset, _ = _load(config["data"])
@@ -57,7 +74,9 @@ def certify(out: str | os.PathLike, *, points: int = 1000, temperatures: int = 1
     idx = subset_indices(len(test), points, CERTIFY_SEED) if points < len(test) else np.arange(len(test))
     x = test[idx]
     settings = {"points": int(len(idx)), "temperatures": int(temperatures), "chains": int(chains),
-                "bdmc_points": int(bdmc_points), "seed": int(seed)}
+                "bdmc_points": int(bdmc_points), "seed": int(seed),
+                "max_gap": None if max_gap is None else float(max_gap),
+                "max_temperatures": None if max_gap is None else int(max_temperatures)}
     chosen = [r for r in records if not r.get("error") and r.get("params")
               and (methods is None or r["method"] in methods)]
     if not chosen:
@@ -69,13 +88,27 @@ def certify(out: str | os.PathLike, *, points: int = 1000, temperatures: int = 1
             continue
         params = SBNParams.load(_params_path(out, r["params"]))
         t0 = time.perf_counter()
+        name = f"{r['method']} ({r['backend']}, seed {r.get('seed', 0)})"
+        sandwich, search, steps = None, [], int(temperatures)
+        if max_gap is not None:  # the schedule first: the shortest whose BDMC gap is within max_gap
+            while True:
+                t1 = time.perf_counter()
+                sandwich = bdmc(params, bdmc_points, seed, steps, chains, devices=devices)
+                search.append({"temperatures": steps, "bdmc_gap": sandwich.gap,
+                               "seconds": time.perf_counter() - t1})
+                if progress:
+                    print(f"certify {name}: BDMC gap {sandwich.gap:.3f} nats at T={steps}", flush=True)
+                if sandwich.gap <= max_gap or 2 * steps > max_temperatures:
+                    break
+                steps *= 2
         if progress:
-            print(f"certify {r['method']} ({r['backend']}, seed {r.get('seed', 0)}): AIS T={temperatures}, "
-                  f"C={chains} on {len(idx)} test points", flush=True)
-        ais = score(params, x, "ais", ais_temperatures=temperatures, ais_chains=chains, seed=seed,
+            print(f"certify {name}: AIS T={steps}, C={chains} on {len(idx)} test points", flush=True)
+        ais = score(params, x, "ais", ais_temperatures=steps, ais_chains=chains, seed=seed,
                     progress=progress, devices=devices)
-        result: dict[str, Any] = {**settings, "ais_log_likelihood": ais.mean, "ais_stderr": ais.mean_stderr,
-                                  "ais_estimator": ais.estimator}
+        result: dict[str, Any] = {**settings, "ais_temperatures": steps, "ais_log_likelihood": ais.mean,
+                                  "ais_stderr": ais.mean_stderr, "ais_estimator": ais.estimator}
+        if search:
+            result["schedule_search"] = search
         pointwise = r.get("test_pointwise")
         if pointwise is not None and len(pointwise) == len(test) and r.get("test_estimator", "").startswith("is"):
             diff = np.asarray(ais.per_point, np.float64) - np.asarray(pointwise, np.float64)[idx]
@@ -83,7 +116,8 @@ def certify(out: str | os.PathLike, *, points: int = 1000, temperatures: int = 1
             result.update(is_log_likelihood=float(np.mean(np.asarray(pointwise, np.float64)[idx])),
                           ais_minus_is=float(diff.mean()), ais_minus_is_stderr=se)
         if bdmc_points:
-            sandwich = bdmc(params, bdmc_points, seed, temperatures, chains, devices=devices)
+            if sandwich is None:
+                sandwich = bdmc(params, bdmc_points, seed, steps, chains, devices=devices)
             result.update(sandwich.summary(), bdmc_is=None)
             guide = r.get("guide")
             if guide and params.has_guide(guide):  # the method's own guide's IS on the simulated points
@@ -104,7 +138,8 @@ def _params_path(out: str, saved: str) -> str:
 
 
 def add_certify_command(subparsers) -> Any:
-    """Register ``sbn-ppl certify DIR [--points N] [--temperatures T] [--chains C] [--bdmc-points M]``."""
+    """Register ``sbn-ppl certify DIR [--points N] [--temperatures T] [--chains C] [--bdmc-points M]
+    [--max-gap NATS] [--max-temperatures T]``."""
     p = subparsers.add_parser(
         "certify", help="AIS with its BDMC gap beside a finished comparison's IS figures",
         description="For every scored record of a `sbn-ppl compare` folder: AIS on a seeded random N of its test "
@@ -116,6 +151,11 @@ def add_certify_command(subparsers) -> Any:
     p.add_argument("--temperatures", type=int, default=1000, help="AIS temperatures T (default 1000)")
     p.add_argument("--chains", type=int, default=4, help="AIS chains C per point (default 4)")
     p.add_argument("--bdmc-points", type=int, default=50, help="simulated points for BDMC (0: none; default 50)")
+    p.add_argument("--max-gap", type=float, metavar="NATS",
+                   help="choose each model's schedule by BDMC: --temperatures, then doubled until the gap is at most "
+                        "NATS (or the next would pass --max-temperatures); AIS then runs at that schedule")
+    p.add_argument("--max-temperatures", type=int, default=8000, help="with --max-gap: the longest schedule tried "
+                                                                      "(default 8000)")
     p.add_argument("--methods", help="comma-separated: only these methods (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--devices", type=int)
@@ -128,7 +168,7 @@ def _cmd_certify(args) -> int:
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     certify(args.out, points=args.points, temperatures=args.temperatures, chains=args.chains,
             bdmc_points=args.bdmc_points, seed=args.seed, methods=methods, progress=not args.quiet,
-            devices=args.devices)
+            devices=args.devices, max_gap=args.max_gap, max_temperatures=args.max_temperatures)
     with open(os.path.join(args.out, "report.md")) as f:
         text = f.read()
     start = text.find("## AIS beside IS")

@@ -478,13 +478,19 @@ def _certified_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
     if not rows:
         return []
     c0 = rows[0]["certified"]
+    if c0.get("max_gap") is not None:
+        schedule = (f"AIS with C = {c0['chains']} chains and T temperatures chosen per model: the first of "
+                    f"{c0['temperatures']}, {2 * c0['temperatures']}, ... (at most {c0['max_temperatures']}) whose "
+                    f"BDMC gap is at most {c0['max_gap']:g} nats,")
+    else:
+        schedule = f"AIS with T = {c0['temperatures']} temperatures and C = {c0['chains']} chains"
     lines = [f"## AIS beside IS, with its certified gap (`sbn-ppl certify`)", "",
-             f"AIS with T = {c0['temperatures']} temperatures and C = {c0['chains']} chains on a seeded random "
-             f"{c0['points']} of the scored test points; IS on the same points from the record's per-point figures; "
-             f"BDMC on {c0['bdmc_points']} points simulated from each model at the same schedule.", "",
-             "| method | backend | seed | IS (all scored points) | IS (these points) | AIS ± SE | AIS − IS ± SE | "
+             f"{schedule} on a seeded random {c0['points']} of the scored test points; IS on the same points from "
+             f"the record's per-point figures; BDMC on {c0['bdmc_points']} points simulated from each model at the "
+             "same schedule.", "",
+             "| method | backend | seed | T | IS (all scored points) | IS (these points) | AIS ± SE | AIS − IS ± SE | "
              "AIS within IS? | BDMC lower / upper (gap) | own guide's IS on the simulated points |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---:|---|---|---|---|---|---|---|"]
     disagree = []
     for r in sorted(rows, key=lambda r: -r["certified"]["ais_log_likelihood"]):
         c = r["certified"]
@@ -492,7 +498,8 @@ def _certified_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
         apart = d is not None and se is not None and abs(d) > 2 * se
         if apart:
             disagree.append(f"{r['method']} ({r['backend']})")
-        lines.append(f"| {r['method']} | {r['backend']} | {r.get('seed', 0)} | {_num(r.get('test_log_likelihood'))} | "
+        lines.append(f"| {r['method']} | {r['backend']} | {r.get('seed', 0)} | "
+                     f"{c.get('ais_temperatures', c['temperatures'])} | {_num(r.get('test_log_likelihood'))} | "
                      f"{_num(c.get('is_log_likelihood'))} | {_num(c['ais_log_likelihood'])} ± {_num(c['ais_stderr'], 3)} | "
                      f"{'–' if d is None else f'{d:+.2f} ± {se:.2f}'} | "
                      f"{'–' if d is None else ('**no**' if apart else 'yes')} | "

@@ -67,7 +67,47 @@ def test_a_certified_record_is_not_certified_again_at_the_same_settings(finished
         certify(out, points=10, temperatures=30, chains=2, bdmc_points=0, progress=False)
 
 
+def test_max_gap_chooses_each_models_schedule_by_bdmc(finished):
+    _, out = finished
+    # a gap any schedule meets: the first schedule tried is the one used
+    for r in certify(out, points=10, temperatures=5, chains=2, bdmc_points=8, max_gap=100.0, progress=False):
+        c = r["certified"]
+        assert [s["temperatures"] for s in c["schedule_search"]] == [5] and c["ais_temperatures"] == 5
+        assert c["bdmc_temperatures"] == 5 and c["bdmc_gap"] == c["schedule_search"][0]["bdmc_gap"]
+    # the search itself, with a sandwich whose gap is 8/T nats (the net here is too small for a real gap
+    # to fall over a range of schedules: it is within noise of 0 from T = 5): T = 5, 10 have gaps 1.6,
+    # 0.8; a 0.9 target stops at 10. A 0.1 target is not met by T = 40 (0.2), the limit
+    import sbn_ppl.yardstick.bdmc as bdmc_module
+
+    real = bdmc_module.bdmc
+
+    def gap_8_over_t(params, n, seed, temperatures, chains, devices=None):
+        sandwich = real(params, n, seed, temperatures, chains, devices=devices)
+        return sandwich._replace(upper=sandwich.lower._replace(per_point=sandwich.lower.per_point + 8 / temperatures))
+
+    patched = pytest.MonkeyPatch()
+    patched.setattr(bdmc_module, "bdmc", gap_8_over_t)
+    try:
+        for max_gap, tried in ((0.9, [5, 10]), (0.1, [5, 10, 20, 40])):
+            for r in certify(out, points=10, temperatures=5, chains=2, bdmc_points=8, max_gap=max_gap,
+                             max_temperatures=40, progress=False):
+                c = r["certified"]
+                assert [s["temperatures"] for s in c["schedule_search"]] == tried
+                assert [s["bdmc_gap"] for s in c["schedule_search"]] == pytest.approx([8 / t for t in tried])
+                assert c["ais_temperatures"] == tried[-1] and c["bdmc_temperatures"] == tried[-1]
+                assert c["bdmc_gap"] == pytest.approx(8 / tried[-1])
+    finally:
+        patched.undo()
+    report = (out / "report.md").read_text()
+    assert "T temperatures chosen per model: the first of 5, 10, ... (at most 40)" in report
+    assert "| rws | numpyro | 0 | 40 |" in report
+
+
 @pytest.mark.parametrize("kw, message", [
+    (dict(max_gap=0.0), "max_gap must be a positive number"),
+    (dict(max_gap=1.0, bdmc_points=0), "max_gap chooses the schedule by BDMC, which needs bdmc_points >= 1"),
+    (dict(max_gap=1.0, temperatures=100, max_temperatures=50), "max_temperatures must be a whole number >= "
+                                                                 "temperatures"),
     (dict(points=0), "points must be a whole number >= 1"),
     (dict(temperatures=1.5), "temperatures must be a whole number"),
     (dict(bdmc_points=-1), "bdmc_points must be a whole number >= 0"),
