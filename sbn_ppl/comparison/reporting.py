@@ -642,8 +642,7 @@ def report(dirs: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.
 def read_grid(folder: str) -> list[dict]:
     """Every grid point's record of the tuning run in ``folder`` (``results.json``'s ``grid``),
     each checked as :func:`read_results` checks records."""
-    with open(os.path.join(folder, "results.json"), encoding="utf-8") as f:
-        saved = json.load(f)
+    path, saved = _read_saved(folder, "re-create it with sbn-ppl compare --tune")
     grid = saved.get("grid")
     if not isinstance(grid, list) or not grid:
         raise ValueError(f"{folder!r}: its results.json holds no tuning grid (a run of compare --tune "
@@ -652,9 +651,9 @@ def read_grid(folder: str) -> list[dict]:
     for i, r in enumerate(grid):
         problem = check_record(r)
         if problem:
-            raise ValueError(f"{folder}/results.json: grid record {i}: {problem}")
+            raise ValueError(f"{path}: grid record {i}: {problem}")
         if not isinstance(r.get("tuning"), dict):
-            raise ValueError(f"{folder}/results.json: grid record {i} has no tuning point")
+            raise ValueError(f"{path}: grid record {i} has no tuning point")
         r.setdefault("seed", config.get("seed", 0))
     return [dict(r) for r in grid]
 
@@ -663,6 +662,16 @@ def read_results(folder: str, advice: str = "re-create it with sbn-ppl compare")
     """The settings and records in ``folder/results.json``, every field checked (:func:`check_record`);
     every record gets its ``seed``. A problem is one ``ValueError`` line that names the file, the
     record and the field, and ends with ``advice``."""
+    _, saved = _read_saved(folder, advice)
+    config, records = dict(saved["config"]), [dict(r) for r in saved["records"]]
+    for r in records:  # results.json of a run from before seeds: its one seed
+        r.setdefault("seed", config.get("seed", 0))
+    return config, records
+
+
+def _read_saved(folder: str, advice: str) -> tuple[str, dict]:
+    """``folder/results.json``'s path and content, its settings and records checked
+    (:func:`_results_problem`); a problem is one ``ValueError`` line ending with ``advice``."""
     path = os.path.join(folder, "results.json")
     if not os.path.isfile(path):
         raise ValueError(f"{folder!r} holds no results.json (is it an output folder of sbn-ppl compare?)")
@@ -674,10 +683,7 @@ def read_results(folder: str, advice: str = "re-create it with sbn-ppl compare")
     problem = _results_problem(saved)
     if problem:
         raise ValueError(f"{path}: {problem}; {advice}")
-    config, records = dict(saved["config"]), [dict(r) for r in saved["records"]]
-    for r in records:  # results.json of a run from before seeds: its one seed
-        r.setdefault("seed", config.get("seed", 0))
-    return config, records
+    return path, saved
 
 
 # The fields of a record and what each may hold (besides null): a finite number, a non-negative
