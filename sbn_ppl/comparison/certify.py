@@ -11,8 +11,9 @@ was scored with and adds, per record:
   so AIS - IS is a paired difference with its standard error);
 * BDMC on ``bdmc_points`` points simulated from the model at the same schedule: forward AIS below,
   reverse AIS above; their gap bounds AIS's error on data like the model's (Grosse et al. 2015);
-  and IS with the method's own guide (the comparison's K) on the same simulated points, which says
-  how far below the sandwich the guide's IS falls.
+  and IS with the guide that scored the test set (the comparison's K; the post-hoc guide where it
+  was chosen and saved, else the method's own) on the same simulated points, which says how far
+  below the sandwich the guide's IS falls.
 
 With ``max_gap`` the schedule is chosen per model, by BDMC first: ``temperatures``, then twice as
 many, and so on (up to ``max_temperatures``), until the sandwich's gap is at most ``max_gap``
@@ -118,15 +119,32 @@ def certify(out: str | os.PathLike, *, points: int = 1000, temperatures: int = 1
         if bdmc_points:
             if sandwich is None:
                 sandwich = bdmc(params, bdmc_points, seed, steps, chains, devices=devices)
-            result.update(sandwich.summary(), bdmc_is=None)
-            guide = r.get("guide")
-            if guide and params.has_guide(guide):  # the method's own guide's IS on the simulated points
-                result["bdmc_is"] = score(params, sandwich.x, "is", guide=guide, seed=seed,
+            result.update(sandwich.summary(), bdmc_is=None, bdmc_is_guide=None)
+            scoring = _scoring_guide(out, r, params)
+            if scoring is not None:  # the test set's guide's IS on the simulated points
+                guide_params, guide, result["bdmc_is_guide"] = scoring
+                result["bdmc_is"] = score(guide_params, sandwich.x, "is", guide=guide, seed=seed,
                                           is_particles=int(config.get("is_particles") or 1000)).mean
         result["seconds"] = time.perf_counter() - t0
         r["certified"] = result
         reporting.write_results(out, config, records)  # each record as it is made: an interruption loses none
     return records
+
+
+def _scoring_guide(out: str, r: dict, params: SBNParams) -> tuple[SBNParams, str, str] | None:
+    """The guide whose IS scored the record's test set: the post-hoc one where it did and was
+    saved (``posthoc_params``), else the method's own; ``(parameters, guide name, "posthoc" or
+    "own")``, or ``None`` where neither is at hand (a method without a guide, in a run that did
+    not save its post-hoc one)."""
+    saved = r.get("posthoc_params")
+    if r.get("test_guide") == "posthoc" and saved:
+        path = _params_path(out, saved)
+        if os.path.isfile(path):
+            return SBNParams.load(path), "recognition", "posthoc"
+    guide = r.get("guide")
+    if guide and params.has_guide(guide):
+        return params, guide, "own"
+    return None
 
 
 def _params_path(out: str, saved: str) -> str:

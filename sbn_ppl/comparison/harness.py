@@ -57,6 +57,7 @@ from sbn_ppl.yardstick import LogLikelihood, posthoc_guide, score
 from sbn_ppl.yardstick.exact import MAX_EXACT_HIDDEN, exact_kl
 
 CURVE_SUBSET_SEED = 0  # the learning-curve points are one fixed subset, whatever the run's seed
+POSTHOC_FILE = "posthoc_params.npz"  # a cell's post-hoc guide (with its model), where it scored the test set
 RUNTIME_SETTINGS = ("executor", "ray_address", "ray_cpus", "ray_gpus", "ray_retries", "ray_setup")
 
 __all__ = ["Yardstick", "compare", "initial_params", "method_options", "plan"]
@@ -386,7 +387,8 @@ class _Comparison:
             for name, params in arrays.items():
                 params.save(os.path.join(method_dir, name))
             record = {**record, "params": os.path.join(method_dir, "selected_params.npz" if "selected_params.npz"
-                                                       in arrays else "params.npz")}
+                                                       in arrays else "params.npz"),
+                      "posthoc_params": os.path.join(method_dir, POSTHOC_FILE) if POSTHOC_FILE in arrays else None}
         return record
 
     def _posthoc(self, params: SBNParams, seed: int):
@@ -511,16 +513,22 @@ class _Comparison:
                 chosen = best.params  # an earlier checkpoint (the last one's parameters are result.params)
             record.update(selected_step=best.step if self.c.select == "best" and best.params is not None
                           else int(last["step"]))
-            record.update(_final_scores(m, chosen, self.test_x, self.train_x, yardstick,
-                                        self._posthoc(chosen, seed), self.c.bdmc_points,
-                                        self.curve_x if self.curve_split_name == "valid" else None))
+            scores, posthoc = _final_scores(m, chosen, self.test_x, self.train_x, yardstick,
+                                            self._posthoc(chosen, seed), self.c.bdmc_points,
+                                            self.curve_x if self.curve_split_name == "valid" else None)
+            record.update(scores)
             saved = os.path.join(method_dir, "params.npz") if method_dir else None
             if saved and chosen is not result.params:  # select="best": the scored parameters beside the last
                 saved = os.path.join(method_dir, "selected_params.npz")
                 chosen.save(saved)
+            record["posthoc_params"] = None  # the post-hoc guide, where it scored the test set (certify uses it)
+            if method_dir and posthoc is not None:
+                record["posthoc_params"] = os.path.join(method_dir, POSTHOC_FILE)
+                posthoc.save(record["posthoc_params"])
             if not method_dir:  # nothing written here: the caller (a Ray task's driver) saves them
                 arrays = {"params.npz": result.params,
-                          **({"selected_params.npz": chosen} if chosen is not result.params else {})}
+                          **({"selected_params.npz": chosen} if chosen is not result.params else {}),
+                          **({POSTHOC_FILE: posthoc} if posthoc is not None else {})}
             bound = finished.get("bound")
             if bound is not None and record["selected_step"] != int(last["step"]):
                 # the bound is the final state's (e.g. the fixed point's per-point variational
@@ -759,8 +767,9 @@ def _bdmc_scores(m: Method, params: SBNParams, yardstick: Yardstick, points: int
 
 
 def _final_scores(m: Method, params: SBNParams, test, train, yardstick: Yardstick, posthoc=None,
-                  bdmc_points: int = 0, choose_x=None) -> dict:
-    """The final scores. Under the ``is`` yardstick a method has two guides to importance-sample
+                  bdmc_points: int = 0, choose_x=None) -> tuple[dict, SBNParams | None]:
+    """The final scores, and the post-hoc guide's parameters where they scored the test set
+    (else ``None``). Under the ``is`` yardstick a method has two guides to importance-sample
     with: its own, and one fitted post hoc to its frozen model (``posthoc()``). Both give
     stochastic lower bounds, so the better one is wanted; it is chosen on ``choose_x`` (the
     curve's fixed subset of the validation split) with the final yardstick, and only the chosen
@@ -817,7 +826,7 @@ def _final_scores(m: Method, params: SBNParams, test, train, yardstick: Yardstic
     if has_guide and yardstick.estimator == "exact":
         with _one_blas_thread():
             scores["kl_q_p"] = float(np.mean(exact_kl(params, m.guide, test).q_p))
-    return scores
+    return scores, (scored_params if label == "posthoc" else None)
 
 
 # -- resuming ----------------------------------------------------------------------------------

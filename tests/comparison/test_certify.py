@@ -43,14 +43,34 @@ def test_ais_beside_is_on_the_same_points_with_the_bdmc_gap(finished):
         assert c["ais_minus_is_stderr"] > 0
         # the sandwich: lower <= upper up to noise, and tight on a net this small
         assert c["bdmc_lower"] <= c["bdmc_upper"] + 0.05 and c["bdmc_gap"] < 0.5
-        if r["method"] == "rws":  # its own guide's IS on the simulated points: a lower bound, below the sandwich's top
-            assert c["bdmc_is"] < c["bdmc_upper"] + 0.05
-        else:  # Gibbs has no guide of its own
-            assert c["bdmc_is"] is None
+        # IS on the simulated points with the guide that scored the test set (Gibbs has none of its
+        # own: its post-hoc one, saved by the comparison): a lower bound, below the sandwich's top
+        assert c["bdmc_is_guide"] == {"posthoc": "posthoc", "own": "own"}[r["test_guide"]]
+        assert c["bdmc_is"] < c["bdmc_upper"] + 0.05
     report = (out / "report.md").read_text()
     assert "## AIS beside IS, with its certified gap" in report and "Ranked by AIS:" in report
+    assert "(post hoc) |" in report  # Gibbs's row says which guide made its IS on the simulated points
     saved = json.loads((out / "results.json").read_text())
     assert all(r["certified"]["ais_log_likelihood"] is not None for r in saved["records"])
+
+
+def test_the_post_hoc_guide_that_scored_the_test_set_is_saved(finished):
+    """Gibbs has no guide of its own, so its test figure is IS with the post-hoc one: the
+    comparison saves it, and the saved guide gives the record's figure again."""
+    from sbn_ppl.yardstick import score
+
+    data, out = finished
+    saved = json.loads((out / "results.json").read_text())
+    gibbs = next(r for r in saved["records"] if r["method"] == "gibbs")
+    assert gibbs["test_guide"] == "posthoc" and gibbs["posthoc_params"].endswith("posthoc_params.npz")
+    fitted = SBNParams.load(gibbs["posthoc_params"])
+    assert fitted.has_guide("recognition")
+    test = random_subset(np.load(data)["test"], 60, 0)
+    again = score(fitted, test, "is", guide="recognition", seed=0, is_particles=200)
+    # the same guide, particles and seed: the same estimate up to float summation order
+    assert again.mean == pytest.approx(gibbs["test_log_likelihood"], abs=1e-4)
+    for r in saved["records"]:  # only where the post-hoc guide scored the test set
+        assert (r["posthoc_params"] is not None) == (r["test_guide"] == "posthoc")
 
 
 def test_a_certified_record_is_not_certified_again_at_the_same_settings(finished, monkeypatch):

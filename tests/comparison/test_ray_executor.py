@@ -40,21 +40,28 @@ def _run(out, methods, executor="ray", **kw):
 
 def _untimed(record):
     """A record less its timings and the path of its parameter file (the folders differ)."""
-    drop = lambda d: {k: v for k, v in d.items() if k not in TIMING + ("params",)}  # noqa: E731
+    drop = lambda d: {k: v for k, v in d.items() if k not in TIMING + ("params", "posthoc_params")}  # noqa: E731
     return {**drop(record), "curve": [drop(p) for p in record["curve"]]}
 
 
 def test_ray_records_equal_the_sequential_runs(local_ray, tmp_path):
     methods = ["gibbs:pyro", "rws:pyro"]
-    ray_records = _run(tmp_path / "ray", methods)
-    plain = _run(tmp_path / "plain", methods, executor="sequential")
+    # IS with a post-hoc guide: Gibbs (no guide of its own) is scored with it, which is saved too
+    scoring = dict(estimator="is", is_particles=50, posthoc_steps=20)
+    ray_records = _run(tmp_path / "ray", methods, **scoring)
+    plain = _run(tmp_path / "plain", methods, executor="sequential", **scoring)
     assert [r["error"] for r in ray_records] == [None] * 4
+    assert all(r["posthoc_params"] for r in ray_records if r["method"] == "gibbs")
     for a, b in zip(plain, ray_records):
         assert _untimed(a) == _untimed(b)
-        assert os.path.relpath(a["params"], tmp_path / "plain") == os.path.relpath(b["params"], tmp_path / "ray")
-        pa, pb = np.load(a["params"]), np.load(b["params"])
-        assert sorted(pa.files) == sorted(pb.files)
-        assert all(np.array_equal(pa[k], pb[k]) for k in pa.files)
+        for key in ("params", "posthoc_params"):
+            if a[key] is None:
+                assert b[key] is None
+                continue
+            assert os.path.relpath(a[key], tmp_path / "plain") == os.path.relpath(b[key], tmp_path / "ray")
+            pa, pb = np.load(a[key]), np.load(b[key])
+            assert sorted(pa.files) == sorted(pb.files)
+            assert all(np.array_equal(pa[k], pb[k]) for k in pa.files)
 
 
 def test_a_dead_worker_is_retried_and_no_finished_cell_is_lost(local_ray, tmp_path):
