@@ -45,7 +45,8 @@ def certify(out: str | os.PathLike, *, points: int = 1000, temperatures: int = 1
             bdmc_points: int = 50, seed: int = 0, methods: Sequence[str] | None = None, progress: bool = True,
             devices: int | None = None, max_gap: float | None = None, max_temperatures: int = 8000) -> list[dict]:
     """Add AIS and its BDMC gap to every scored record of the comparison in ``out`` (see the
-    module); returns the records. ``methods``: only these (default: every scored record).
+    module); returns the records. ``methods``: only these, in this order (default: every scored
+    record, in the records' order).
     ``max_gap``: choose each model's schedule by BDMC, doubling ``temperatures`` until the gap is
     at most this many nats or the next would pass ``max_temperatures``."""
     from sbn_ppl.comparison.harness import CURVE_SUBSET_SEED, _load
@@ -78,8 +79,15 @@ def certify(out: str | os.PathLike, *, points: int = 1000, temperatures: int = 1
                 "bdmc_points": int(bdmc_points), "seed": int(seed),
                 "max_gap": None if max_gap is None else float(max_gap),
                 "max_temperatures": None if max_gap is None else int(max_temperatures)}
+    if methods is not None:
+        unknown = [m for m in methods if m not in {r["method"] for r in records}]
+        if unknown:  # a misspelt name is an error, never silently nothing done for it
+            raise ValueError(f"certify: {out!r} has no record of {', '.join(map(repr, unknown))} (it has "
+                             f"{', '.join(sorted({r['method'] for r in records}))})")
     chosen = [r for r in records if not r.get("error") and r.get("params")
               and (methods is None or r["method"] in methods)]
+    if methods is not None:  # in the order given: the ones wanted first, should the run be cut short
+        chosen.sort(key=lambda r: list(methods).index(r["method"]))
     if not chosen:
         raise ValueError(f"certify: {out!r} has no scored record with parameters"
                          + (f" among {', '.join(methods)}" if methods else ""))
@@ -174,7 +182,8 @@ def add_certify_command(subparsers) -> Any:
                         "NATS (or the next would pass --max-temperatures); AIS then runs at that schedule")
     p.add_argument("--max-temperatures", type=int, default=8000, help="with --max-gap: the longest schedule tried "
                                                                       "(default 8000)")
-    p.add_argument("--methods", help="comma-separated: only these methods (default: all)")
+    p.add_argument("--methods", help="comma-separated: only these methods, certified in this order (default: all, "
+                                     "in the run's order)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--devices", type=int)
     p.add_argument("--quiet", action="store_true", help="no progress")

@@ -131,7 +131,8 @@ def test_max_gap_chooses_each_models_schedule_by_bdmc(finished):
     (dict(points=0), "points must be a whole number >= 1"),
     (dict(temperatures=1.5), "temperatures must be a whole number"),
     (dict(bdmc_points=-1), "bdmc_points must be a whole number >= 0"),
-    (dict(methods=["nope"]), "no scored record with parameters among nope"),
+    (dict(methods=["nope"]), "has no record of 'nope' \\(it has gibbs, rws\\)"),
+    (dict(methods=["rws", "nope"]), "has no record of 'nope'"),  # not silently only rws
 ])
 def test_bad_settings_are_refused(finished, kw, message):
     _, out = finished
@@ -142,3 +143,19 @@ def test_bad_settings_are_refused(finished, kw, message):
 def test_certify_needs_a_comparison(tmp_path):
     with pytest.raises(ValueError, match="results"):
         certify(tmp_path, progress=False)
+
+
+def test_methods_are_certified_in_the_order_given(finished, monkeypatch):
+    """``methods`` orders the work, so the records wanted first are done first should a long
+    run be cut short (the others resume later)."""
+    _, out = finished
+    loaded = []
+    real = certify_module._params_path
+
+    def spy(folder, saved):
+        loaded.append(saved)
+        return real(folder, saved)
+
+    monkeypatch.setattr(certify_module, "_params_path", spy)
+    certify(out, points=5, temperatures=3, chains=1, bdmc_points=0, methods=["gibbs", "rws"], progress=False)
+    assert ["gibbs" in p for p in loaded] == [True, False]
