@@ -12,6 +12,7 @@ would overrun.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import signal
@@ -339,7 +340,20 @@ _INTERRUPTED = [False]
 
 def _on_sigint(signum, frame) -> None:
     _INTERRUPTED[0] = True
+    if _in_gc_callback(frame):  # raised there, Python prints it as an "ignored" exception with its
+        return                  # traceback and goes on: noted only, check_interrupted raises it next
     raise KeyboardInterrupt
+
+
+def _in_gc_callback(frame) -> bool:
+    """Whether ``frame`` runs inside a garbage-collection callback (JAX registers one that
+    runs while XLA compiles)."""
+    codes = {getattr(cb, "__code__", None) for cb in gc.callbacks} - {None}
+    while frame is not None and codes:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager
@@ -347,7 +361,9 @@ def interrupts_noticed():
     """Within it, a Ctrl-C is never lost: SIGINT sets a flag as well as raising
     ``KeyboardInterrupt``, and :func:`check_interrupted` raises it again where a library
     swallowed it (JAX's garbage-collection callback swallows one that lands while XLA
-    compiles, and the run went on to the end). Nested uses share the outer one's handler; off
+    compiles, and the run went on to the end). One that lands inside a garbage-collection
+    callback only sets the flag: raised there, Python would print it with a traceback and
+    ignore it. Nested uses share the outer one's handler; off
     the main thread, or under a handler of the caller's own, it does nothing."""
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):

@@ -312,6 +312,35 @@ def test_ctrl_c_while_xla_compiles_exits_130(tmp_path):
     assert "sbn-ppl: interrupted" in err and "Traceback" not in err
 
 
+def test_a_ctrl_c_inside_a_gc_callback_is_noted_there_and_raised_after():
+    """The race the test above can hit: SIGINT lands while JAX's garbage-collection callback
+    runs. Raised there, Python would print it as an ignored exception with its traceback; the
+    handler notes it instead, and the next check raises it."""
+    import gc
+
+    from sbn_ppl.engine import fitting
+
+    returned = []
+
+    def callback(phase, info):  # the handler, as Python calls it with the callback's frame
+        returned.append(fitting._on_sigint(signal.SIGINT, sys._getframe()))
+
+    fitting._INTERRUPTED[0] = False
+    gc.callbacks.append(callback)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(callback)
+    try:
+        assert returned and fitting._INTERRUPTED[0]  # the callback went on: noted, not raised there
+        with pytest.raises(KeyboardInterrupt):
+            fitting.check_interrupted()
+        with pytest.raises(KeyboardInterrupt):  # outside a callback it raises at once
+            fitting._on_sigint(signal.SIGINT, sys._getframe())
+    finally:
+        fitting._INTERRUPTED[0] = False
+
+
 # -- 13. the smaller ones ----------------------------------------------------------------------
 def test_a_non_utf8_toml_names_the_file(tmp_path):
     path = tmp_path / "c.toml"
