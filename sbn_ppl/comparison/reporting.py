@@ -491,13 +491,13 @@ def _certified_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
              "| method | backend | seed | T | IS (all scored points) | IS (these points) | AIS ± SE | AIS − IS ± SE | "
              "AIS within IS? | BDMC lower / upper (gap) | the test set's guide's IS on the simulated points |",
              "|---|---|---|---:|---|---|---|---|---|---|---|"]
-    disagree = []
-    for r in sorted(rows, key=lambda r: -r["certified"]["ais_log_likelihood"]):
+    above, below = [], []
+    for r in sorted(rows, key=lambda r: -_tighter(r["certified"])[0]):
         c = r["certified"]
         d, se = c.get("ais_minus_is"), c.get("ais_minus_is_stderr")
         apart = d is not None and se is not None and abs(d) > 2 * se
         if apart:
-            disagree.append(f"{r['method']} ({r['backend']})")
+            (above if d > 0 else below).append(f"{r['method']} ({r['backend']})")
         lines.append(f"| {r['method']} | {r['backend']} | {r.get('seed', 0)} | "
                      f"{c.get('ais_temperatures', c['temperatures'])} | {_num(r.get('test_log_likelihood'))} | "
                      f"{_num(c.get('is_log_likelihood'))} | {_num(c['ais_log_likelihood'])} ± {_num(c['ais_stderr'], 3)} | "
@@ -505,16 +505,28 @@ def _certified_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
                      f"{'–' if d is None else ('**no**' if apart else 'yes')} | "
                      f"{_num(c.get('bdmc_lower'))} / {_num(c.get('bdmc_upper'))} ({_num(c.get('bdmc_gap'))}) | "
                      f"{_num(c.get('bdmc_is'))}{_which_guide(c)} |")
-    order = ", ".join(f"{r['method']} ({r['backend']})" for r in sorted(
-        rows, key=lambda r: -r["certified"]["ais_log_likelihood"]))
-    lines += ["", f"Ranked by AIS: {order}."]
-    if disagree:
-        lines.append(f"IS and AIS disagree by more than twice their paired standard error for {', '.join(disagree)}: "
-                     "IS is a lower bound that depends on the guide, AIS's error is bounded by its BDMC gap, so this "
-                     "ranking (AIS's) is the one to read.")
-    else:
+    order = ", ".join(f"{r['method']} ({r['backend']}, {_tighter(r['certified'])[1]} {_tighter(r['certified'])[0]:.2f})"
+                      for r in sorted(rows, key=lambda r: -_tighter(r["certified"])[0]))
+    lines += ["", f"Ranked by the higher of the two lower bounds on these points: {order}."]
+    if above:
+        lines.append(f"AIS is above IS by more than twice their paired standard error for {', '.join(above)}: the "
+                     "guide's IS falls short there, and AIS's error is bounded by its BDMC gap.")
+    if below:
+        lines.append(f"AIS is below IS by more than twice their paired standard error for {', '.join(below)}: its "
+                     "schedule is too short to improve on the guide (see the BDMC gap), so IS is the tighter bound.")
+    if not above and not below:
         lines.append("IS and AIS agree within twice their paired standard error for every method.")
+    if any(r["certified"].get("ais_stderr") is None for r in rows):
+        lines.append("AIS ± –: one chain a point, so the estimator's own spread cannot be estimated; AIS − IS's "
+                     "standard error, across the points, is the one to read.")
     return lines + [""]
+
+
+def _tighter(c: Mapping[str, Any]) -> tuple[float, str]:
+    """A certified record's higher lower bound on its points, and which: AIS, or IS where
+    higher (both are stochastic lower bounds on log p(x))."""
+    ais, is_ = c["ais_log_likelihood"], c.get("is_log_likelihood")
+    return (is_, "IS") if is_ is not None and is_ > ais else (ais, "AIS")
 
 
 def _which_guide(c: Mapping[str, Any]) -> str:

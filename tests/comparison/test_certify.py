@@ -48,7 +48,7 @@ def test_ais_beside_is_on_the_same_points_with_the_bdmc_gap(finished):
         assert c["bdmc_is_guide"] == {"posthoc": "posthoc", "own": "own"}[r["test_guide"]]
         assert c["bdmc_is"] < c["bdmc_upper"] + 0.05
     report = (out / "report.md").read_text()
-    assert "## AIS beside IS, with its certified gap" in report and "Ranked by AIS:" in report
+    assert "## AIS beside IS, with its certified gap" in report and "Ranked by the higher of the two lower bounds" in report
     assert "(post hoc) |" in report  # Gibbs's row says which guide made its IS on the simulated points
     saved = json.loads((out / "results.json").read_text())
     assert all(r["certified"]["ais_log_likelihood"] is not None for r in saved["records"])
@@ -159,3 +159,26 @@ def test_methods_are_certified_in_the_order_given(finished, monkeypatch):
     monkeypatch.setattr(certify_module, "_params_path", spy)
     certify(out, points=5, temperatures=3, chains=1, bdmc_points=0, methods=["gibbs", "rws"], progress=False)
     assert ["gibbs" in p for p in loaded] == [True, False]
+
+
+def test_the_verdict_ranks_by_the_tighter_lower_bound_and_says_which_way_they_disagree():
+    """Both figures are stochastic lower bounds: AIS below IS by more than its noise means the
+    schedule was too short to improve on the guide, and IS is the one to rank by; a one-chain
+    AIS has no standard error of its own (None, shown as "–", never NaN)."""
+    from sbn_ppl.comparison.reporting import _certified_section
+
+    def record(method, ais, is_, d_se, ais_se):
+        return {"method": method, "backend": "numpyro", "seed": 0, "test_log_likelihood": is_,
+                "certified": {"points": 1000, "temperatures": 500, "chains": 1, "bdmc_points": 50,
+                              "ais_log_likelihood": ais, "ais_stderr": ais_se, "is_log_likelihood": is_,
+                              "ais_minus_is": ais - is_, "ais_minus_is_stderr": d_se, "bdmc_lower": -110.0,
+                              "bdmc_upper": -108.0, "bdmc_gap": 2.0, "bdmc_is": None}}
+
+    text = "\n".join(_certified_section([
+        record("a", -99.4, -98.4, 0.1, None),    # AIS 1 nat below IS: IS (-98.4) ranks it
+        record("b", -98.9, -100.0, 0.1, 0.02),   # AIS above IS: AIS (-98.9) ranks it
+        record("c", -99.0, -99.05, 0.1, 0.02)]))  # within noise
+    assert "a (numpyro, IS -98.40), b (numpyro, AIS -98.90), c (numpyro, AIS -99.00)" in text
+    assert "AIS is below IS by more than twice their paired standard error for a (numpyro)" in text
+    assert "AIS is above IS by more than twice their paired standard error for b (numpyro)" in text
+    assert "nan" not in text.lower() and "one chain a point" in text
