@@ -81,15 +81,16 @@ def certify(out: str | os.PathLike, *, points: int = 1000, temperatures: int = 1
                 "bdmc_points": int(bdmc_points), "seed": int(seed),
                 "max_gap": None if max_gap is None else float(max_gap),
                 "max_temperatures": None if max_gap is None else int(max_temperatures)}
-    if methods is not None:
-        unknown = [m for m in methods if m not in {r["method"] for r in records}]
-        if unknown:  # a misspelt name is an error, never silently nothing done for it
-            raise ValueError(f"certify: {out!r} has no record of {', '.join(map(repr, unknown))} (it has "
-                             f"{', '.join(sorted({r['method'] for r in records}))})")
     chosen = [r for r in records if not r.get("error") and r.get("params")
               and (methods is None or r["method"] in methods)]
-    if methods is not None:  # in the order given: the ones wanted first, should the run be cut short
-        chosen.sort(key=lambda r: list(methods).index(r["method"]))
+    if methods is not None:
+        names = {r["method"] for r in records}
+        unknown = [m for m in methods if m not in names]
+        if unknown:  # a misspelt name is an error, never silently nothing done for it
+            raise ValueError(f"certify: {out!r} has no record of {', '.join(map(repr, unknown))} (it has "
+                             f"{', '.join(sorted(names))})")
+        order = list(methods)  # in the order given: the ones wanted first, should the run be cut short
+        chosen.sort(key=lambda r: order.index(r["method"]))
     if not chosen:
         raise ValueError(f"certify: {out!r} has no scored record with parameters"
                          + (f" among {', '.join(methods)}" if methods else ""))
