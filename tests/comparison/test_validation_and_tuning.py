@@ -283,3 +283,24 @@ def test_a_grid_extended_by_a_second_run_merges_and_chooses_again_on_validation(
         report([str(first), str(longer)], out=str(tmp_path / "y"))
     with pytest.raises(ValueError, match="cannot merge tuning runs over different options"):
         merge_tuning_runs([("p", {"tune": {"bias": [1]}}, []), ("q", {"tune": {"lr": [1]}}, [])])
+
+
+def test_a_one_chain_ais_curve_and_yardstick_save_results_that_read_back(overfitting_data, tmp_path):
+    """One chain a point (C = 1) has no spread to estimate AIS's standard error from: the curve
+    point and the test score store None, not NaN (which no JSON reader takes, and which
+    ``read_results`` refuses), and the folder reads back."""
+    from sbn_ppl.comparison.reporting import read_results
+
+    out = tmp_path / "run"
+    [r] = compare(overfitting_data, ARCH, methods="gibbs", out=str(out),
+                  **curve_settings(steps=10, checkpoints=1, curve_ais_chains=1))
+    assert r["error"] is None, r["error"]
+    assert all(p["test_stderr"] is None for p in r["curve"] if p.get("test_log_likelihood") is not None)
+    [again] = read_results(str(out))[1]
+    assert again["curve"][-1]["test_log_likelihood"] == r["curve"][-1]["test_log_likelihood"]
+    [r] = compare(overfitting_data, ARCH, methods="gibbs", out=str(tmp_path / "ais"),
+                  **curve_settings(steps=10, checkpoints=1, estimator="ais", ais_temperatures=20, ais_chains=1))
+    assert r["error"] is None and r["test_estimator"] == "ais(T=20,C=1)" and r["test_stderr"] is None
+    assert np.isfinite(r["test_log_likelihood"])
+    [again] = read_results(str(tmp_path / "ais"))[1]
+    assert again["test_log_likelihood"] == r["test_log_likelihood"]
