@@ -4,10 +4,11 @@ An interrupted run never leaves a half-written file: either the old one or the n
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, Mapping
 
 
 def write_atomic(path: str, data: bytes | str) -> None:
@@ -23,6 +24,15 @@ def write_atomic(path: str, data: bytes | str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_npz(path: str, arrays: Mapping[str, Any]) -> None:
+    """An uncompressed ``.npz`` archive of ``arrays``, written atomically (:func:`write_atomic`)."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
 
 
 NPZ_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (the second: an empty one)

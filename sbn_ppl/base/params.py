@@ -205,13 +205,9 @@ class SBNParams(Mapping):
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the ``.npz`` file atomically (a temporary file, then a rename)."""
-        import io
+        from sbn_ppl.base.files import write_npz
 
-        from sbn_ppl.base.files import write_atomic
-
-        buffer = io.BytesIO()
-        np.savez(buffer, **self._arrays)
-        write_atomic(os.fspath(path), buffer.getvalue())
+        write_npz(os.fspath(path), self._arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SBNParams":

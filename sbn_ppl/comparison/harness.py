@@ -683,14 +683,10 @@ class _Best:
         return self.patience is not None and self.worse >= self.patience
 
     def _save(self, arrays: dict, arch) -> None:
-        import io
+        from sbn_ppl.base.files import write_npz
 
-        from sbn_ppl.base.files import write_atomic
-
-        os.makedirs(self.folder, exist_ok=True)
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays, best_step=np.int64(self.step), sizes=np.asarray(arch.sizes))
-        write_atomic(os.path.join(self.folder, self.FILE), buffer.getvalue())
+        write_npz(os.path.join(self.folder, self.FILE),
+                  {**arrays, "best_step": np.int64(self.step), "sizes": np.asarray(arch.sizes)})
 
     def restore(self, curve: Sequence[Mapping[str, Any]], at_step: int, at_params: SBNParams) -> bool:
         """Replay the scored points of a saved ``curve`` (after the start point's ``offer``):
