@@ -55,20 +55,33 @@ def _log_likelihood(params: SBNParams, x, hidden):
                                                                                layers, 0)).sum(-1)
 
 
+SEGMENT = 250  # transitions per compiled call: a progress bar moves within a chunk, not only after it
+
+
 @partial(jax.jit, static_argnames="num_chains")
-def anneal(rng_key, params: SBNParams, x, betas, *, num_chains: int):
-    """One AIS pass for every data point of ``x`` ``(n, D)``, ``num_chains`` runs each,
-    along the schedule ``betas`` ``(T + 1,)``: the log-weights, ``(num_chains, n)``."""
+def _prior_start(rng_key, params: SBNParams, x, *, num_chains: int):
+    """``h_0 ~ p(h)`` for every chain and point, and the key of the sweeps after it."""
     key_prior, key_sweeps = random.split(rng_key)
-    state = gibbs_jax.init(key_prior, params, x, num_chains=num_chains)  # h_0 ~ p(h)
-    return anneal_from(key_sweeps, params, x, betas, state)
+    return gibbs_jax.init(key_prior, params, x, num_chains=num_chains), key_sweeps
 
 
-def anneal_from(key_sweeps, params: SBNParams, x, betas, state):
-    """AIS along ``betas`` from the hidden state ``state`` (an exact draw from ``f_{beta_0}``):
-    ``log w = sum_t (beta_t - beta_{t-1}) log p(x | h_{t-1})``, one per chain and point.
-    Increasing ``betas`` from 0 (``state`` from the prior) estimate ``p(x)``; decreasing ones
-    from 1 (``state`` an exact posterior draw) estimate ``1 / p(x)`` (reverse AIS, for BDMC)."""
+def anneal(rng_key, params: SBNParams, x, betas, *, num_chains: int, on_sweeps=None):
+    """One AIS pass for every data point of ``x`` ``(n, D)``, ``num_chains`` runs each,
+    along the schedule ``betas`` ``(T + 1,)``: the log-weights, ``(num_chains, n)``.
+    ``on_sweeps(k)`` is called as each run of ``k`` transitions ends (for a progress bar)."""
+    state, key_sweeps = _prior_start(rng_key, params, x, num_chains=num_chains)
+    return anneal_from(key_sweeps, params, x, betas, state, on_sweeps=on_sweeps)
+
+
+@jax.jit
+def _first(params: SBNParams, x, state):
+    log_lik = _log_likelihood(params, x, state.hidden)
+    return state, jnp.zeros_like(log_lik), log_lik
+
+
+@jax.jit
+def _sweeps(key_sweeps, params: SBNParams, x, betas, carry, ts):
+    """The transitions ``T_t`` for ``t`` in ``ts``, each adding its weight factor first."""
 
     def body(carry, t):
         state, log_w, log_lik = carry
@@ -77,10 +90,28 @@ def anneal_from(key_sweeps, params: SBNParams, x, betas, state):
         state, info = gibbs_jax.step(random.fold_in(key_sweeps, t), state, params, x, betas[t])
         return (state, log_w, info.log_likelihood), None
 
-    log_lik0 = _log_likelihood(params, x, state.hidden)
-    # transitions T_1 .. T_{T-1}; the last weight factor needs no transition after it
-    (state, log_w, log_lik), _ = lax.scan(body, (state, jnp.zeros_like(log_lik0), log_lik0),
-                                           jnp.arange(1, betas.shape[0] - 1))
+    return lax.scan(body, carry, ts)[0]
+
+
+def anneal_from(key_sweeps, params: SBNParams, x, betas, state, *, on_sweeps=None):
+    """AIS along ``betas`` from the hidden state ``state`` (an exact draw from ``f_{beta_0}``):
+    ``log w = sum_t (beta_t - beta_{t-1}) log p(x | h_{t-1})``, one per chain and point.
+    Increasing ``betas`` from 0 (``state`` from the prior) estimate ``p(x)``; decreasing ones
+    from 1 (``state`` an exact posterior draw) estimate ``1 / p(x)`` (reverse AIS, for BDMC).
+
+    The transitions ``T_1 .. T_{T-1}`` (the last weight factor needs none after it) run in
+    compiled segments of :data:`SEGMENT` (two shapes at most: one compilation each); the
+    transition ``t`` draws from ``fold_in(key_sweeps, t)`` whatever the segments, so the
+    segments change nothing but when ``on_sweeps`` is called."""
+    carry = _first(params, x, state)
+    last = int(betas.shape[0]) - 1
+    for start in range(1, last, SEGMENT):
+        ts = jnp.arange(start, min(start + SEGMENT, last))
+        carry = _sweeps(key_sweeps, params, x, betas, carry, ts)
+        if on_sweeps is not None:
+            carry[1].block_until_ready()
+            on_sweeps(int(ts.shape[0]))
+    _, log_w, log_lik = carry
     return log_w + (betas[-1] - betas[-2]) * log_lik
 
 
@@ -105,7 +136,8 @@ def ais_log_likelihood(
     :param num_chains: ``C``, independent annealing runs per data point (default 20).
     :param betas: an explicit increasing schedule from 0 to 1 (overrides ``num_temperatures``);
         default :func:`sigmoid_schedule`.
-    :param progress: show a progress bar over the data points (with an ETA).
+    :param progress: show a progress bar (with an ETA), in point-sweeps: one transition of a
+        point's ``C`` chains; ``N (T - 1)`` in all.
     :param devices: the points of each chunk are split over this many devices (``None``:
         every device). The chunk of points annealed at once is ``min(N, 16384 // C)``,
         rounded up to a multiple of 8 (of the least common multiple of 8 and the device
@@ -142,10 +174,10 @@ def ais_log_likelihood(
         schedule = sharding.put(np.asarray(schedule), rep)
     estimates, errors = [], []
     bar = None
-    if progress:
+    if progress:  # counted in point-sweeps (a point's C chains, one transition): the bar moves within a chunk
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, unit="point", desc="AIS", leave=False)
+        bar = tqdm(total=n * (betas.size - 2), unit="point-sweep", unit_scale=True, desc="AIS", leave=False)
     try:
         for i, start in enumerate(range(0, n, chunk)):
             xb = np.zeros((chunk, x.shape[1]), np.float32)  # the last chunk padded: one compilation
@@ -156,12 +188,11 @@ def ais_log_likelihood(
                 xb = jnp.asarray(xb)
             else:  # the chunk's points split over the devices
                 xb, chunk_key = sharding.put(xb, sharding.along(mesh, 0, 2)), sharding.put(np.asarray(chunk_key), rep)
-            log_w = anneal(chunk_key, theta, xb, schedule, num_chains=int(num_chains))
+            log_w = anneal(chunk_key, theta, xb, schedule, num_chains=int(num_chains),
+                           on_sweeps=None if bar is None else (lambda k, rows=rows: bar.update(rows * k)))
             est, err = log_mean_exp([sharding.to_host(log_w).astype(np.float64)[:, :rows]])
             estimates.append(est)
             errors.append(err)
-            if bar is not None:
-                bar.update(rows)
     finally:
         if bar is not None:
             bar.close()

@@ -20,7 +20,6 @@ points, set against the sandwich, says how far below the truth that guide's IS f
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -67,7 +66,6 @@ def simulate(params: SBNParams, num_points: int, seed: int) -> tuple[np.ndarray,
     return layers[0].astype(np.float32), [h.astype(np.float32) for h in layers[1:]]
 
 
-@partial(jax.jit, static_argnames="num_chains")
 def reverse_anneal(rng_key, params: SBNParams, x, hidden, betas, *, num_chains: int):
     """Reverse AIS from the exact posterior samples ``hidden`` (each ``(n, n_l)``) along
     ``betas`` from 1 down to 0: ``log w_rev`` ``(num_chains, n)``, ``E[w_rev] = 1 / p(x)``."""

@@ -88,3 +88,44 @@ def test_bad_ais_settings_are_refused(options):
     params = strong_net()
     with pytest.raises(ValueError):
         ais_log_likelihood(params, model_data(params, n=1), **options)
+
+
+def test_the_segments_of_the_schedule_change_no_draw_and_move_the_progress_count(monkeypatch):
+    """``anneal`` runs the transitions in compiled segments (for the progress bar): against one
+    scan over the whole schedule written here, the log-weights are the same to float32 rounding
+    (the same keys, ``fold_in(key, t)``), for a schedule of several segments and a remainder,
+    and ``on_sweeps`` counts every transition once."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax, random
+
+    import sbn_ppl.yardstick.ais as ais
+    from sbn_ppl.inference.shared.gibbs import numpyro as gibbs_jax
+
+    params = strong_net()
+    theta = jax.tree_util.tree_map(jnp.asarray, params.generative())
+    x = jnp.asarray(model_data(params, n=5), jnp.float32)
+    betas = jnp.asarray(sigmoid_schedule(23), jnp.float32)
+    key = random.PRNGKey(4)
+
+    def one_scan():
+        key_prior, key_sweeps = random.split(key)
+        state = gibbs_jax.init(key_prior, theta, x, num_chains=3)
+
+        def body(carry, t):
+            state, log_w, log_lik = carry
+            log_w = log_w + (betas[t] - betas[t - 1]) * log_lik
+            state, info = gibbs_jax.step(random.fold_in(key_sweeps, t), state, theta, x, betas[t])
+            return (state, log_w, info.log_likelihood), None
+
+        log_lik0 = ais._log_likelihood(theta, x, state.hidden)
+        (_, log_w, log_lik), _ = lax.scan(body, (state, jnp.zeros_like(log_lik0), log_lik0), jnp.arange(1, 23))
+        return log_w + (betas[-1] - betas[-2]) * log_lik
+
+    monkeypatch.setattr(ais, "SEGMENT", 5)  # 22 transitions: 5, 5, 5, 5, 2
+    counts = []
+    segmented = ais.anneal(key, theta, x, betas, num_chains=3, on_sweeps=counts.append)
+    assert counts == [5, 5, 5, 5, 2]
+    np.testing.assert_allclose(np.asarray(segmented), np.asarray(one_scan()), rtol=1e-6, atol=1e-5)
+    # a schedule shorter than a segment: one call; T = 1: no transition at all
+    assert np.asarray(ais.anneal(key, theta, x, jnp.asarray([0.0, 1.0]), num_chains=3)).shape == (3, 5)
