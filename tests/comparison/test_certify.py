@@ -50,6 +50,8 @@ def test_ais_beside_is_on_the_same_points_with_the_bdmc_gap(finished):
     report = (out / "report.md").read_text()
     assert "## AIS beside IS, with its certified gap" in report and "Ranked by the higher of the two lower bounds" in report
     assert "(post hoc) |" in report  # Gibbs's row says which guide made its IS on the simulated points
+    assert "![AIS beside IS](certified.png)" in report
+    assert (out / "certified.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the plot the report shows
     saved = json.loads((out / "results.json").read_text())
     assert all(r["certified"]["ais_log_likelihood"] is not None for r in saved["records"])
 
