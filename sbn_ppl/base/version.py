@@ -14,10 +14,8 @@ from pathlib import Path
 def source_tree_version(root: Path) -> str | None:
     """``[project].version`` of ``root/pyproject.toml`` if that file declares this package, else None."""
     try:
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib
+        from sbn_ppl.base.tomlcompat import tomllib
+
         with open(root / "pyproject.toml", "rb") as f:
             project = tomllib.load(f).get("project", {})
     except (OSError, ValueError):

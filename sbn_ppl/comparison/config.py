@@ -144,10 +144,8 @@ def _typed(where: str, key: str, value, f: dataclasses.Field):
 
 def load_toml(path: str | os.PathLike) -> dict:
     """A TOML file of comparison settings, as a plain mapping (checked by :meth:`CompareConfig.from_mapping`)."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
+    from sbn_ppl.base.tomlcompat import tomllib
+
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ValueError(f"config file {path!r} does not exist")
