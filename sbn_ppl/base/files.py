@@ -56,6 +56,12 @@ def write_json(path: str, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
+def json_normalised(obj: Any) -> Any:
+    """``obj`` as it reads back from :func:`write_json`'s JSON: tuples become lists, NumPy
+    values plain ones, NaN and infinities None (which every JSON reader takes)."""
+    return json.loads(json.dumps(obj, default=_jsonable), parse_constant=lambda _: None)
+
+
 def _jsonable(value: Any):
     if hasattr(value, "tolist"):
         return value.tolist()

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sbn_ppl.base.arrays import random_subset, subset_indices
+from sbn_ppl.base.files import json_normalised
 from sbn_ppl.base.params import SBNParams
 from sbn_ppl.comparison import reporting
 
@@ -117,9 +118,8 @@ def certify(out: str | os.PathLike, *, points: int = 1000, temperatures: int = 1
             print(f"certify {name}: AIS T={steps}, C={chains} on {len(idx)} test points", flush=True)
         ais = score(params, x, "ais", ais_temperatures=steps, ais_chains=chains, seed=seed,
                     progress=progress, devices=devices)
-        se = ais.mean_stderr  # one chain a point (C = 1) has no spread to estimate it from: None, not NaN
         result: dict[str, Any] = {**settings, "ais_temperatures": steps, "ais_log_likelihood": ais.mean,
-                                  "ais_stderr": se if math.isfinite(se) else None, "ais_estimator": ais.estimator}
+                                  "ais_stderr": ais.mean_stderr, "ais_estimator": ais.estimator}
         if search:
             result["schedule_search"] = search
         pointwise = r.get("test_pointwise")
@@ -138,7 +138,7 @@ def certify(out: str | os.PathLike, *, points: int = 1000, temperatures: int = 1
                 result["bdmc_is"] = score(guide_params, sandwich.x, "is", guide=guide, seed=seed,
                                           is_particles=int(config.get("is_particles") or 1000)).mean
         result["seconds"] = time.perf_counter() - t0
-        r["certified"] = result
+        r["certified"] = json_normalised(result)  # as it reads back: a one-chain AIS's NaN standard error is None
         reporting.write_results(out, config, records)  # each record as it is made: an interruption loses none
     return records
 

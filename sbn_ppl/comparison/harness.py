@@ -40,7 +40,7 @@ import numpy as np
 from sbn_ppl.base.architecture import Architecture
 from sbn_ppl.base.arrays import Dataset, random_subset
 from sbn_ppl.base.data import load_dataset
-from sbn_ppl.base.files import _jsonable
+from sbn_ppl.base.files import json_normalised as _normalised
 from sbn_ppl.base.methods import BACKENDS, Method
 from sbn_ppl.base.params import SBNParams
 from sbn_ppl.comparison.config import DEFAULT_HIDDEN, DEFAULT_SECONDS, ESTIMATORS, CompareConfig, tuning_grid
@@ -989,12 +989,6 @@ def _check_count(name: str, value, none_ok: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _normalised(obj):
-    """As it reads back from JSON (tuples become lists, NaN and infinities become None)."""
-    text = json.dumps(obj, default=_jsonable)
-    return json.loads(text, parse_constant=lambda _: None)
 
 
 def _summary(r: dict) -> str:

@@ -184,3 +184,16 @@ def test_the_verdict_ranks_by_the_tighter_lower_bound_and_says_which_way_they_di
     assert "AIS is below IS by more than twice their paired standard error for a (numpyro)" in text
     assert "AIS is above IS by more than twice their paired standard error for b (numpyro)" in text
     assert "nan" not in text.lower() and "one chain a point" in text
+
+
+def test_a_one_chain_ais_stores_none_for_its_standard_error(finished):
+    """C = 1 gives AIS no spread to estimate its standard error from: the record holds None (as
+    every JSON reader takes it), in memory and in results.json, never NaN."""
+    _, out = finished
+    records = certify(out, points=5, temperatures=3, chains=1, bdmc_points=0, methods=["gibbs"], progress=False)
+    [r] = [r for r in records if r["method"] == "gibbs"]
+    assert r["certified"]["ais_stderr"] is None and np.isfinite(r["certified"]["ais_log_likelihood"])
+    text = (out / "results.json").read_text()
+    assert "NaN" not in text
+    saved = [s for s in json.loads(text)["records"] if s["method"] == "gibbs"]
+    assert saved[0]["certified"]["ais_stderr"] is None
