@@ -543,7 +543,8 @@ def _certified_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
              "AIS within IS? | BDMC lower / upper (gap) | the test set's guide's IS on the simulated points |",
              "|---|---|---|---:|---|---|---|---|---|---|---|"]
     above, below = [], []
-    for r in sorted(rows, key=lambda r: -_tighter(r["certified"])[0]):
+    ranked_rows = sorted(rows, key=lambda r: -_tighter(r["certified"])[0])
+    for r in ranked_rows:
         c = r["certified"]
         d, se = c.get("ais_minus_is"), c.get("ais_minus_is_stderr")
         apart = d is not None and se is not None and abs(d) > 2 * se
@@ -556,8 +557,8 @@ def _certified_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
                      f"{'–' if d is None else ('**no**' if apart else 'yes')} | "
                      f"{_num(c.get('bdmc_lower'))} / {_num(c.get('bdmc_upper'))} ({_num(c.get('bdmc_gap'))}) | "
                      f"{_num(c.get('bdmc_is'))}{_which_guide(c)} |")
-    order = ", ".join(f"{r['method']} ({r['backend']}, {_tighter(r['certified'])[1]} {_tighter(r['certified'])[0]:.2f})"
-                      for r in sorted(rows, key=lambda r: -_tighter(r["certified"])[0]))
+    order = ", ".join(f"{r['method']} ({r['backend']}, {which} {value:.2f})"
+                      for r, (value, which) in ((r, _tighter(r["certified"])) for r in ranked_rows))
     lines += ["", f"Ranked by the higher of the two lower bounds on these points: {order}."]
     if above:
         lines.append(f"AIS is above IS by more than twice their paired standard error for {', '.join(above)}: the "
